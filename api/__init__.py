@@ -1,0 +1,1 @@
+"""The HTTP API: thin. Validate, authenticate, store in PostgreSQL, then enqueue by task name."""

@@ -1,0 +1,185 @@
+"""The FastAPI application factory: `create_app(settings)`; `api.app:app` for uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.enqueue import Enqueuer
+from api.errors import ApiError, database_unavailable, envelope
+from api.routes import admin, events, health
+from shared.config import Settings, get_settings
+from shared.crypto import KeyRing, hash_api_key
+from shared.db.models import ApiKey
+from shared.db.session import session_factory
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `max_body_bytes`: by Content-Length up front, and by counting a chunked stream."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_body_bytes
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse(
+            envelope(error=f"request body exceeds {self.max_body_bytes} bytes", error_code="body_too_large"),
+            status_code=413,
+        )
+        await response({"type": "http"}, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+_VALIDATION_CODES = {
+    "extra_forbidden": "unknown_field",
+    "missing": "missing_field",
+    "json_invalid": "malformed_json",
+    "model_attributes_type": "invalid_body",
+    "dict_type": "invalid_body",
+}
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    where = ".".join(loc) or "body"
+    code = _VALIDATION_CODES.get(first.get("type", ""), "invalid_field")
+    message = f"{where}: {first.get('msg', 'invalid')}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    details = [
+        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "type": e.get("type"),
+         "message": e.get("msg")}
+        for e in errors[:20]
+    ]
+    body = envelope(error=message, error_code=code) | {"details": details}
+    return JSONResponse(body, status_code=422)
+
+
+def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
+    if settings.bootstrap_admin_key is None:
+        return
+    raw = settings.bootstrap_admin_key.get_secret_value()
+    try:
+        with app.state.sessions() as session:
+            session.execute(
+                insert(ApiKey)
+                .values(name="bootstrap", key_hash=hash_api_key(raw), key_prefix=raw[:8], scopes=["admin"])
+                .on_conflict_do_nothing(index_elements=["key_hash"])
+            )
+            session.commit()
+    except OperationalError:
+        log.error("database unreachable at start-up; bootstrap admin key not stored yet")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _bootstrap_admin_key(app, settings)
+        yield
+        app.state.enqueuer.close()
+
+    app = FastAPI(
+        title="Herald",
+        version="0.1.0",
+        description="Queue-backed delivery of release, CI/CD and incident notifications.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = session_factory(settings)
+    app.state.keyring = KeyRing.parse(settings.encryption_keys.get_secret_value())
+    app.state.enqueuer = Enqueuer(settings)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            envelope(error=exc.message, error_code=exc.error_code), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(envelope(error=str(exc.detail), error_code=code), status_code=exc.status_code)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        err = database_unavailable()
+        return JSONResponse(envelope(error=err.message, error_code=err.error_code), status_code=503,
+                            headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return JSONResponse(envelope(error="internal error", error_code="internal_error"), status_code=500)
+
+    app.include_router(health.router)
+    app.include_router(events.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn api.app:app` builds the app on first access, after the environment is read.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

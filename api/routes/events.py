@@ -1,0 +1,178 @@
+"""Ingestion: release and pipeline events in, 202 with the event id once the row is committed."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Request
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from api.deps import Authenticated, DbSession
+from api.errors import ApiError, envelope, not_found
+from api.schemas import AttemptOut, DeliveryOut, EventAccepted, EventOut, PipelineEventIn, ReleaseEventIn
+from shared.db.models import Attempt, Delivery, Event
+from shared.events import (
+    pipeline_lifecycle_key,
+    pipeline_severity,
+    release_lifecycle_key,
+    release_severity,
+)
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+
+def _op_id(header_key: str | None, body_key: str | None) -> str:
+    if header_key is not None and body_key is not None and header_key != body_key:
+        raise ApiError(422, "idempotency_key_mismatch", "Idempotency-Key header and op_id differ")
+    key = header_key or body_key
+    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
+        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1-128 printable characters")
+    return key or uuid.uuid4().hex
+
+
+def _accept(
+    request: Request,
+    session: DbSession,
+    *,
+    kind: str,
+    event_type: str,
+    payload: dict[str, Any],
+    severity: str,
+    lifecycle_key: str,
+    op_id: str,
+) -> dict[str, Any]:
+    project = payload["project"]
+    request_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # Keys are namespaced by project, so two tenants choosing the same key do not collide.
+    stored_key = f"{project}/{op_id}"
+    settings = request.app.state.settings
+    event_id = uuid.uuid4()
+    inserted = session.execute(
+        insert(Event)
+        .values(
+            id=event_id,
+            kind=kind,
+            type=event_type,
+            project=project,
+            environment=payload.get("environment"),
+            severity=severity,
+            payload=payload,
+            idempotency_key=stored_key,
+            request_hash=request_hash,
+            lifecycle_key=lifecycle_key,
+            next_fanout_at=func.now() + timedelta(seconds=settings.fanout_grace_s),
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Event.id)
+    ).scalar_one_or_none()
+    session.commit()
+    if inserted is None:
+        existing = session.execute(
+            select(Event.id, Event.request_hash).where(Event.idempotency_key == stored_key)
+        ).one()
+        if existing.request_hash != request_hash:
+            raise ApiError(409, "idempotency_conflict", "this idempotency key was used with a different event")
+        data = EventAccepted(event_id=existing.id, op_id=op_id, duplicate=True)
+    else:
+        request.app.state.enqueuer.fanout(str(event_id))
+        data = EventAccepted(event_id=event_id, op_id=op_id)
+    return envelope(data.model_dump(mode="json"))
+
+
+@router.post("/release", status_code=202)
+def post_release_event(
+    body: ReleaseEventIn,
+    request: Request,
+    session: DbSession,
+    principal: Authenticated,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    principal.require("ingest")
+    principal.require_project(body.project)
+    op_id = _op_id(idempotency_key, body.op_id)
+    payload = body.model_dump(mode="json", exclude={"op_id"}, exclude_none=True)
+    return _accept(
+        request,
+        session,
+        kind="release",
+        event_type=body.type,
+        payload=payload,
+        severity=release_severity(body.type, payload),
+        lifecycle_key=release_lifecycle_key(payload),
+        op_id=op_id,
+    )
+
+
+@router.post("/pipeline", status_code=202)
+def post_pipeline_event(
+    body: PipelineEventIn,
+    request: Request,
+    session: DbSession,
+    principal: Authenticated,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    principal.require("ingest")
+    principal.require_project(body.project)
+    op_id = _op_id(idempotency_key, body.op_id)
+    payload = body.model_dump(mode="json", exclude={"op_id"}, exclude_none=True)
+    return _accept(
+        request,
+        session,
+        kind="pipeline",
+        event_type=f"pipeline.{body.stage}",
+        payload=payload,
+        severity=pipeline_severity(body.stage),
+        lifecycle_key=pipeline_lifecycle_key(payload),
+        op_id=op_id,
+    )
+
+
+@router.get("/{event_id}")
+def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
+    event = session.get(Event, event_id)
+    if event is None:
+        raise not_found("event")
+    principal.require_project(event.project)
+    deliveries = list(session.scalars(select(Delivery).where(Delivery.event_id == event_id)))
+    attempts: dict[uuid.UUID, list[AttemptOut]] = {}
+    if deliveries:
+        for a in session.scalars(
+            select(Attempt)
+            .where(Attempt.delivery_id.in_([d.id for d in deliveries]))
+            .order_by(Attempt.attempt_no)
+        ):
+            attempts.setdefault(a.delivery_id, []).append(AttemptOut.model_validate(a, from_attributes=True))
+    out = EventOut(
+        id=event.id,
+        kind=event.kind,
+        type=event.type,
+        project=event.project,
+        environment=event.environment,
+        severity=event.severity,
+        payload=event.payload,
+        created_at=event.created_at,
+        fanned_out_at=event.fanned_out_at,
+        deliveries=[
+            DeliveryOut(
+                id=d.id,
+                integration_id=d.integration_id,
+                state=d.state,
+                attempt_count=d.attempt_count,
+                next_attempt_at=d.next_attempt_at if d.state in ("pending", "retrying") else None,
+                last_error_class=d.last_error_class,
+                last_error_detail=d.last_error_detail,
+                dead_reason=d.dead_reason,
+                delivered_at=d.delivered_at,
+                attempts=attempts.get(d.id, []),
+            )
+            for d in deliveries
+        ],
+    )
+    return envelope(out.model_dump(mode="json"))

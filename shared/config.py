@@ -1,0 +1,92 @@
+"""The one `Settings` object: every knob is a `HERALD_*` environment variable.
+
+Built lazily by `get_settings()` so tests (and subprocesses they start) can set the environment first;
+`get_settings.cache_clear()` forgets the cached copy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# A development-only key so `make run` works out of the box. `Settings.check_production` refuses it when
+# HERALD_ENV=production, and the API logs a warning whenever it is in use.
+DEV_ENCRYPTION_KEYS = "dev:ZGV2LW9ubHktMzItYnl0ZS1rZXktZG8tbm90LXVzZSE="
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    env: str = Field("development", description="development | production; production refuses dev defaults")
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/herald"
+    database_pool_size: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "herald"
+
+    # "kid:base64(32 bytes),kid2:..." - the first key encrypts, every key decrypts (rotation).
+    encryption_keys: SecretStr = SecretStr(DEV_ENCRYPTION_KEYS)
+    # Stored hashed at API start-up as an admin key named "bootstrap"; unset means no bootstrap key.
+    bootstrap_admin_key: SecretStr | None = None
+
+    max_body_bytes: int = 64 * 1024
+
+    # Retry schedule (workers/retry.py): first attempt, then max_retries retries after base, base*factor, ...
+    retry_base_delay_s: float = 5.0
+    retry_factor: float = 2.0
+    retry_max_retries: int = 5
+    retry_jitter_ratio: float = 0.1
+    retry_after_cap_s: float = 3600.0
+    # Multiplies every schedule delay (not vendor Retry-After hints): tests run the real schedule fast.
+    retry_time_scale: float = 1.0
+
+    # The sweeper (beat) - what makes a lost message, a killed worker or a flushed Redis lose nothing.
+    sweep_interval_s: float = 1.0
+    fanout_grace_s: float = 5.0  # an event not fanned out this long after commit is re-enqueued
+    requeue_after_s: float = 30.0  # a due delivery enqueued this long ago and not claimed is enqueued again
+    sending_lease_s: float = 60.0  # a claimed delivery not finished by then is presumed lost with its worker
+    sweep_batch_size: int = 500
+
+    deliver_batch_size: int = 50
+    send_timeout_s: float = 15.0
+    http_max_connections: int = 512
+    # Outgoing requests to private/loopback/link-local addresses are refused unless listed here.
+    # Comma-separated, e.g. HERALD_EGRESS_ALLOW_CIDRS=127.0.0.1/32,10.1.0.0/16
+    egress_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("egress_allow_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @property
+    def uses_dev_encryption_key(self) -> bool:
+        return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS
+
+    def check_production(self) -> None:
+        """Refuse to run in production with the development encryption key."""
+        if self.env == "production" and self.uses_dev_encryption_key:
+            raise RuntimeError("HERALD_ENCRYPTION_KEYS must be set in production (the dev key is public)")
+        if self.uses_dev_encryption_key:
+            log.warning("using the built-in development encryption key; set HERALD_ENCRYPTION_KEYS")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

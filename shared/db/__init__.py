@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the ORM models and the engine/session factory."""

@@ -1,0 +1,180 @@
+"""The tables. PostgreSQL is the source of truth; Redis only carries work between processes.
+
+Delivery states (see ARCHITECTURE.md):
+    pending -> sending -> delivered
+                  |-----> retrying -> sending ...
+                  |-----> dead   (permanent error, or attempts exhausted)
+    skipped (integration disabled at fan-out), dead|skipped -> pending (redrive)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+DELIVERY_STATES = ("pending", "sending", "retrying", "delivered", "dead", "skipped")
+SEVERITIES = ("info", "warning", "error", "critical")
+
+
+def _now() -> Any:
+    return func.now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, shown in listings so a key can be recognised without revealing it.
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    project: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Integration(Base):
+    __tablename__ = "integration"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[str] = mapped_column(String(32))
+    # NULL = all projects; restricts which routes may point here
+    project: Mapped[str | None] = mapped_column(String(100))
+    # AES-256-GCM, see shared/crypto.py; the key id is inside the blob and copied here for rotation queries
+    config_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    config_key_id: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    failing: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    failing_reason: Mapped[str | None] = mapped_column(String(200))
+    # Per-integration retry schedule overrides (NULL = settings default)
+    retry_max_retries: Mapped[int | None] = mapped_column(SmallInteger)
+    retry_base_delay_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class Route(Base):
+    __tablename__ = "route"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("integration.id", ondelete="CASCADE"), index=True
+    )
+    project: Mapped[str | None] = mapped_column(String(100))  # NULL = catch-all
+    environments: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    min_severity: Mapped[str] = mapped_column(String(16), server_default="info")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),
+    )
+
+
+class Event(Base):
+    __tablename__ = "event"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(16))  # release | pipeline | incident
+    type: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(100))
+    environment: Mapped[str | None] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # sha256 of the canonical payload: a reused key with another body is a conflict, not a replay
+    request_hash: Mapped[str] = mapped_column(String(64))
+    lifecycle_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    fanned_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The outbox relay: the sweeper enqueues `fanout` again when this passes and fanned_out_at is still NULL.
+    next_fanout_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("event_outbox_idx", "next_fanout_at", postgresql_where=text("fanned_out_at IS NULL")),
+        Index("event_project_created_idx", "project", "created_at"),
+    )
+
+
+class Delivery(Base):
+    __tablename__ = "delivery"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("event.id", ondelete="CASCADE"))
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("integration.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    attempt_count: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    # When the next attempt is due (pending/retrying), per workers/retry.py.
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # When a `deliver` message carrying this delivery was last published; NULL = not in flight on Redis.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # While `sending`: past this, the worker that claimed it is presumed dead.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error_class: Mapped[str | None] = mapped_column(String(64))
+    last_error_detail: Mapped[str | None] = mapped_column(String(500))
+    dead_reason: Mapped[str | None] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "integration_id", name="delivery_event_integration_key"),
+        CheckConstraint(f"state IN {DELIVERY_STATES!r}", name="delivery_state_valid"),
+        Index(
+            "delivery_due_idx",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending', 'retrying')"),
+        ),
+        Index("delivery_lease_idx", "lease_expires_at", postgresql_where=text("state = 'sending'")),
+        Index("delivery_dead_idx", "integration_id", "updated_at", postgresql_where=text("state = 'dead'")),
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "attempt"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("delivery.id", ondelete="CASCADE")
+    )
+    attempt_no: Mapped[int] = mapped_column(SmallInteger)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retrying | dead | lost
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(64))
+    # Redacted and capped; see providers/_http.py
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt_no", name="attempt_delivery_no_key"),)

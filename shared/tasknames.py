@@ -1,0 +1,10 @@
+"""Task names and queues: the contract between the API (which sends by name) and the workers."""
+
+TASK_FANOUT = "herald.fanout"
+TASK_DELIVER = "herald.deliver"
+TASK_SWEEP = "herald.sweep"
+
+
+def sweep_queue(queue_name: str) -> str:
+    # The sweeper has its own queue so a deep backlog of deliveries cannot delay retries and recovery.
+    return f"{queue_name}.sweep"

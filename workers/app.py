@@ -1,0 +1,106 @@
+"""The Celery application and every broker/worker setting, each with the reason it has that value.
+
+Durability does not rest on Redis: PostgreSQL holds every event and delivery with its state and due time, and
+the sweeper (beat, every `sweep_interval_s`) re-publishes whatever Redis lost. The settings below therefore
+optimise for fast recovery and no redelivery loops, not for Redis-side guarantees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from shared.config import Settings, get_settings
+from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_SWEEP, sweep_queue
+
+# A visibility timeout well above the longest task (a batch of sends, each bounded by send_timeout_s <= 30 s,
+# plus its database writes) so a slow batch is never redelivered while running, yet short enough that a
+# SIGKILLed worker's unacked messages come back in minutes, not the default hour
+# (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway.
+VISIBILITY_TIMEOUT_S = 300
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    queue = settings.queue_name
+    # Publish through the default (nameless) exchange: kombu's Redis transport then routes by queue name
+    # alone and needs no `_kombu.binding.*` key, so a FLUSHALL cannot leave publishers unable to route.
+    default_exchange = Exchange("", type="direct")
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+        },
+        "task_queues": [
+            Queue(queue, exchange=default_exchange, routing_key=queue),
+            Queue(sweep_queue(queue), exchange=default_exchange, routing_key=sweep_queue(queue)),
+        ],
+        "task_default_queue": queue,
+        "task_default_exchange": "",
+        "task_default_routing_key": queue,
+        "task_routes": {
+            TASK_SWEEP: {"queue": sweep_queue(queue), "routing_key": sweep_queue(queue), "exchange": ""},
+            TASK_FANOUT: {"queue": queue, "routing_key": queue, "exchange": ""},
+            TASK_DELIVER: {"queue": queue, "routing_key": queue, "exchange": ""},
+        },
+        # No result backend: outcomes live in PostgreSQL, and results would only cost Redis round trips.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Ack after the task ran, so a worker that dies holding a message gives it back (after the
+        # visibility timeout, or at once on a clean shutdown). Tasks are idempotent: deliver claims rows with a
+        # conditional UPDATE, fanout inserts ON CONFLICT DO NOTHING.
+        "task_acks_late": True,
+        # Deliberately off: a child killed mid-batch (OOM, SIGKILL) would otherwise requeue the same message
+        # and could loop on a poison batch. Its claimed deliveries carry a lease in PostgreSQL instead, and the
+        # sweeper returns them to `retrying` when the lease runs out.
+        "task_reject_on_worker_lost": False,
+        # A deliver task is a whole batch of concurrent sends; taking one message per process at a time keeps
+        # the backlog visible in Redis (for KEDA and metrics) and means a shutdown has little to hand back.
+        "worker_prefetch_multiplier": 1,
+        # Warm shutdown on SIGTERM finishes the running batch (bounded by send_timeout_s) and restores the
+        # rest; with nothing running, shut down straight away.
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_soft_shutdown_timeout": 0.0,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        # Publishing must fail fast when Redis is down: the row is already in PostgreSQL and the sweeper will
+        # publish it later; an API request must not hang on the broker.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "beat_schedule": {
+            "sweep": {
+                "task": TASK_SWEEP,
+                "schedule": settings.sweep_interval_s,
+                # A sweep that waited longer than a few intervals is stale; the next one does the same work.
+                "options": {"expires": max(5.0, settings.sweep_interval_s * 5)},
+            }
+        },
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("herald", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    # Importing the task modules registers their @shared_task functions with this app.
+    import workers.tasks.deliver
+    import workers.tasks.fanout
+    import workers.tasks.sweep
+    import workers.signals  # noqa: F401  (per-process set-up after fork)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,48 @@
+"""Publishing work onto Redis. Losing a publish is survivable (the sweeper republishes from PostgreSQL),
+so failures are logged, never raised into the caller's already-committed work."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from celery import current_app
+
+from shared.config import get_settings
+from shared.tasknames import TASK_DELIVER, TASK_FANOUT
+
+log = logging.getLogger(__name__)
+
+
+def publish_deliver_batches(delivery_ids: Sequence[uuid.UUID], batch_size: int | None = None) -> int:
+    """Publish `deliver` tasks over the ids in batches; return how many batches went out."""
+    if not delivery_ids:
+        return 0
+    size = batch_size or get_settings().deliver_batch_size
+    sent = 0
+    try:
+        with current_app.producer_or_acquire() as producer:
+            for start in range(0, len(delivery_ids), size):
+                batch = [str(i) for i in delivery_ids[start : start + size]]
+                current_app.send_task(TASK_DELIVER, args=[batch], producer=producer)
+                sent += 1
+    except Exception:
+        log.warning(
+            "could not publish %d deliveries; the sweeper will republish them",
+            len(delivery_ids) - sent * size,
+            exc_info=True,
+        )
+    return sent
+
+
+def publish_fanout(event_ids: Sequence[uuid.UUID]) -> int:
+    sent = 0
+    try:
+        with current_app.producer_or_acquire() as producer:
+            for event_id in event_ids:
+                current_app.send_task(TASK_FANOUT, args=[str(event_id)], producer=producer)
+                sent += 1
+    except Exception:
+        log.warning("could not publish fan-out of %d events; will retry", len(event_ids) - sent, exc_info=True)
+    return sent

@@ -1,0 +1,21 @@
+"""Per-process set-up and tear-down hooked to Celery's worker signals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from shared.db.session import dispose_engines
+from workers.runtime import shutdown_runtime
+
+
+@worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    # Connections opened by the parent before fork must not be used by the child.
+    dispose_engines()
+
+
+@worker_process_shutdown.connect
+def _close_process(**_: Any) -> None:
+    shutdown_runtime()
