@@ -28,10 +28,6 @@ from shared.db.session import session_factory
 log = logging.getLogger(__name__)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Refuse bodies over `max_body_bytes`: by Content-Length up front, and by counting a chunked stream."""
 
@@ -43,30 +39,46 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_body_bytes
+                    length = int(value)
                 except ValueError:
-                    too_big = True
-                if too_big:
-                    await self._reject(send)
-                    return
+                    length = self.max_body_bytes + 1
+        if length is not None:
+            if length > self.max_body_bytes:
+                await self._reject(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read the stream up to the limit before the app sees any of it, so an
+        # oversized body is a 413 and not an error half-way through parsing.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await self._reject(send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(

@@ -1,0 +1,1 @@
+"""Local fake servers that speak each vendor's wire protocol, scripted per test."""

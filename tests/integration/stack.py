@@ -1,0 +1,178 @@
+"""A whole Herald on real services: a cloned database, its own Redis db, celery worker and beat subprocesses,
+and the API app in process (FastAPI's TestClient), all configured through HERALD_* like production."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from shared.config import Settings
+from shared.crypto import generate_key_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "hk_test_admin_" + uuid.uuid4().hex
+
+# The real schedule (5, 10, 20, 40, 80 s) scaled by 0.02: 0.1, 0.2, 0.4, 0.8, 1.6 s.
+FAST_ENV = {
+    "HERALD_RETRY_TIME_SCALE": "0.02",
+    "HERALD_SWEEP_INTERVAL_S": "0.2",
+    "HERALD_FANOUT_GRACE_S": "1",
+    "HERALD_REQUEUE_AFTER_S": "3",
+    "HERALD_SENDING_LEASE_S": "4",
+    "HERALD_EGRESS_ALLOW_CIDRS": "127.0.0.1/32",
+}
+
+
+class Stack:
+    def __init__(self, database_url: str, redis_db: int, workdir: Path, **overrides: str) -> None:
+        self.redis_db = redis_db
+        self.workdir = workdir
+        self.env: dict[str, str] = {
+            **FAST_ENV,
+            "HERALD_DATABASE_URL": database_url,
+            "HERALD_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "HERALD_ENCRYPTION_KEYS": generate_key_spec("t1"),
+            "HERALD_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "HERALD_QUEUE_NAME": f"herald-test-{redis_db}",
+            **overrides,
+        }
+        self.redis = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+        self.redis.flushdb()
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.beat: subprocess.Popen[bytes] | None = None
+        self._worker_runs = 0
+
+    # configuration
+    def settings(self, **overrides: Any) -> Settings:
+        values = {k.removeprefix("HERALD_").lower(): v for k, v in self.env.items()}
+        values.update(overrides)
+        return Settings(**values)
+
+    def client(self, **overrides: Any) -> TestClient:
+        return TestClient(create_app(self.settings(**overrides)), raise_server_exceptions=False)
+
+    # processes
+    def _proc_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        self._worker_runs += 1
+        log_path = self.workdir / f"worker-{self._worker_runs}.log"
+        queue = self.env["HERALD_QUEUE_NAME"]
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "prefork", "-c", str(concurrency),
+             "-Q", f"{queue},{queue}.sweep", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-l", "info", "-n", f"test{self.redis_db}-{self._worker_runs}@%h"],
+            cwd=ROOT, env=self._proc_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(lambda: b"ready." in log_path.read_bytes(), 30, f"worker never became ready: {log_path}")
+        return self.worker
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        log_path = self.workdir / "beat.log"
+        self.beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "-l", "info",
+             "-s", str(self.workdir / "beat-schedule")],
+            cwd=ROOT, env=self._proc_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(lambda: b"Sending due task" in log_path.read_bytes(), 30, "beat never sent a sweep")
+        return self.beat
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> int | None:
+        """Signal the worker's whole process group (parent and pool children), as an OOM kill or node loss."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, sig)
+        try:
+            return self.worker.wait(30)
+        finally:
+            self.worker = None
+
+    def stop_worker_gracefully(self, timeout_s: float = 30) -> int:
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGTERM)
+        code = self.worker.wait(timeout_s)
+        self.worker = None
+        return code
+
+    def close(self) -> None:
+        for proc in (self.worker, self.beat):
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+        self.redis.flushdb()
+        self.redis.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, message: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(message)
+
+
+# API helpers
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def create_webhook(client: TestClient, url: str, *, project: str | None = None, route_project: str | None = None,
+                   catch_all: bool = False, **config: Any) -> str:
+    r = client.post("/v1/integrations", headers=AUTH, json={
+        "name": f"hook-{uuid.uuid4().hex[:6]}", "provider": "webhook", "project": project,
+        "config": {"url": url, **config}})
+    assert r.status_code == 201, r.text
+    integration_id: str = r.json()["data"]["id"]
+    r = client.post("/v1/routes", headers=AUTH, json={
+        "integration_id": integration_id, "project": None if catch_all else (route_project or project)})
+    assert r.status_code == 201, r.text
+    return integration_id
+
+
+def release_event(project: str, **overrides: Any) -> dict[str, Any]:
+    return {"type": "release.created", "project": project, "environment": "prod", "version": "1.4.2",
+            "mandatory": False, "description": "Fixes the login crash", "url": "https://admin.example/r/142",
+            **overrides}
+
+
+def post_release(client: TestClient, project: str, headers: dict[str, str] | None = None, **overrides: Any) -> str:
+    r = client.post("/v1/events/release", headers={**AUTH, **(headers or {})}, json=release_event(project, **overrides))
+    assert r.status_code == 202, r.text
+    event_id: str = r.json()["data"]["event_id"]
+    return event_id
+
+
+TERMINAL = {"delivered", "dead", "skipped"}
+
+
+def wait_for_deliveries(client: TestClient, event_id: str, count: int = 1, timeout_s: float = 20,
+                        states: set[str] = TERMINAL) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    deliveries: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/events/{event_id}", headers=AUTH)
+        assert r.status_code == 200, r.text
+        deliveries = r.json()["data"]["deliveries"]
+        if len(deliveries) >= count and all(d["state"] in states for d in deliveries):
+            return deliveries
+        time.sleep(0.1)
+    raise AssertionError(f"deliveries of {event_id} not in {states} in {timeout_s}s: {deliveries}")
