@@ -26,6 +26,7 @@ test: install services
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy api workers providers shared
 	$(BIN)/lint-imports
 

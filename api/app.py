@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -106,13 +105,16 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     where = ".".join(loc) or "body"
-    code = _VALIDATION_CODES.get(first.get("type", ""), "invalid_field")
+    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
     message = f"{where}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     details = [
-        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "type": e.get("type"),
-         "message": e.get("msg")}
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+            "type": e.get("type"),
+            "message": e.get("msg"),
+        }
         for e in errors[:20]
     ]
     body = envelope(error=message, error_code=code) | {"details": details}
@@ -159,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            envelope(error=exc.message, error_code=exc.error_code), status_code=exc.status_code, headers=exc.headers
+            envelope(error=exc.message, error_code=exc.error_code),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -175,8 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(PoolTimeout)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         err = database_unavailable()
-        return JSONResponse(envelope(error=err.message, error_code=err.error_code), status_code=503,
-                            headers=err.headers)
+        return JSONResponse(
+            envelope(error=err.message, error_code=err.error_code), status_code=503, headers=err.headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

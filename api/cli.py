@@ -29,7 +29,9 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 
 
 @cli.command("gen-encryption-key")
-def gen_encryption_key(key_id: str = typer.Option("k1", help="Key id stored beside each ciphertext.")) -> None:
+def gen_encryption_key(
+    key_id: str = typer.Option("k1", help="Key id stored beside each ciphertext."),
+) -> None:
     """Print a new AES-256 key in HERALD_ENCRYPTION_KEYS form (kid:base64)."""
     typer.echo(generate_key_spec(key_id))
 

@@ -47,7 +47,9 @@ class Enqueuer:
         except Exception as exc:
             with self._lock:
                 self._skip_until = time.monotonic() + PUBLISH_BACKOFF_S
-            log.warning("could not publish fanout for %s (%s); the sweeper will", event_id, type(exc).__name__)
+            log.warning(
+                "could not publish fanout for %s (%s); the sweeper will", event_id, type(exc).__name__
+            )
             return False
 
     def close(self) -> None:

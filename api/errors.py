@@ -6,7 +6,9 @@ from typing import Any
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, error_code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status_code: int, error_code: str, message: str, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.error_code = error_code
@@ -31,5 +33,9 @@ def not_found(what: str) -> ApiError:
 
 
 def database_unavailable() -> ApiError:
-    return ApiError(503, "database_unavailable", "the database is unreachable; nothing was stored, retry later",
-                    {"Retry-After": "5"})
+    return ApiError(
+        503,
+        "database_unavailable",
+        "the database is unreachable; nothing was stored, retry later",
+        {"Retry-After": "5"},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -149,10 +150,8 @@ class RouteIn(Strict):
     def _uuid_from_json(cls, data: Any) -> Any:
         # strict mode would refuse a UUID given as a JSON string; accept the string form explicitly
         if isinstance(data, dict) and isinstance(data.get("integration_id"), str):
-            try:
+            with contextlib.suppress(ValueError):
                 data = {**data, "integration_id": uuid.UUID(data["integration_id"])}
-            except ValueError:
-                pass
         return data
 
 

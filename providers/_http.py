@@ -151,7 +151,9 @@ class HttpClient:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, _EgressRefused):
                 raise EgressDenied(provider, f"{host} resolves only to refused addresses") from None
-            raise ProviderUnavailable(provider, f"connection failed: {exc.os_error.strerror or 'error'}") from None
+            raise ProviderUnavailable(
+                provider, f"connection failed: {exc.os_error.strerror or 'error'}"
+            ) from None
         except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
             raise ProviderUnavailable(provider, f"transport error: {type(exc).__name__}") from None
 

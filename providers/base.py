@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +24,10 @@ class Receipt:
     provider_ref: str | None = None
     status_code: int | None = None
     response_excerpt: str | None = None
+    #: multi-target providers: target -> outcome ("delivered", or an error code) for this and earlier attempts
+    target_progress: Mapping[str, str] | None = None
+    #: targets the vendor says are gone for good; the worker removes them from the integration's config
+    removed_targets: tuple[str, ...] = ()
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -46,8 +50,18 @@ class Provider(ABC, Generic[ConfigT]):
         *,
         idempotency_key: str,
         previous_ref: str | None,
+        progress: Mapping[str, str] | None = None,
     ) -> Receipt:
-        """Make exactly one attempt; return a Receipt or raise a `shared.errors.DeliveryError`."""
+        """Make exactly one attempt; return a Receipt or raise a `shared.errors.DeliveryError`.
+
+        `progress` is the per-target outcome of earlier attempts of this delivery (multi-target providers send
+        only to targets not yet "delivered"); single-target providers ignore it.
+        """
+
+    @classmethod
+    def without_targets(cls, config: ConfigT, targets: Sequence[str]) -> ConfigT | None:
+        """The config with `targets` removed (for `removed_targets`), or None if this provider has none."""
+        return None
 
 
 def secret_values(config: BaseModel) -> Iterator[str]:
@@ -84,4 +98,19 @@ def _mask(value: Any) -> Any:
         if parts.scheme in ("http", "https") and parts.hostname:
             return f"{parts.scheme}://{parts.hostname}/{MASK}"
         return MASK
+    return value
+
+
+def plain_config(config: BaseModel) -> dict[str, Any]:
+    """The config with secrets revealed, for encryption at rest only (pydantic dumps SecretStr masked)."""
+    return _reveal(config.model_dump(mode="python"))  # type: ignore[no-any-return]
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reveal(v) for v in value]
     return value

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Mapping
 from typing import ClassVar
 
 import orjson
@@ -22,11 +23,17 @@ from providers._http import classify_status, excerpt
 from providers.base import Provider, Receipt, secret_values
 from shared.rendering import RenderedMessage
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 # Headers we set ourselves; a user header may not override them.
-_RESERVED_HEADERS = {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp",
-                     "webhook-signature"}
+_RESERVED_HEADERS = {
+    "content-type",
+    "content-length",
+    "host",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+}
 
 
 class WebhookConfig(BaseModel):
@@ -69,7 +76,7 @@ def signing_key(secret: str) -> bytes:
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("signing secret must start with 'whsec_'")
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("signing secret is not valid base64 after 'whsec_'") from None
     if not 24 <= len(key) <= 64:
@@ -108,6 +115,7 @@ class WebhookProvider(Provider[WebhookConfig]):
         *,
         idempotency_key: str,
         previous_ref: str | None,
+        progress: Mapping[str, str] | None = None,
     ) -> Receipt:
         body = orjson.dumps(envelope(message))
         timestamp_s = int(time.time())

@@ -19,6 +19,8 @@ Anything raised by a provider that is not a `DeliveryError` is our bug: the work
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class DeliveryError(Exception):
     """One failed provider attempt, classified."""
@@ -36,6 +38,8 @@ class DeliveryError(Exception):
         *,
         status_code: int | None = None,
         response_excerpt: str | None = None,
+        target_progress: Mapping[str, str] | None = None,
+        removed_targets: Sequence[str] = (),
     ) -> None:
         super().__init__(f"{provider}: {detail}" + (f" (HTTP {status_code})" if status_code else ""))
         self.provider = provider
@@ -43,6 +47,11 @@ class DeliveryError(Exception):
         self.status_code = status_code
         #: the vendor's answer, capped and redacted by providers/_http.py
         self.response_excerpt = response_excerpt
+        #: multi-target providers (device tokens, recipients): target -> outcome so far; a retry skips the
+        #: targets marked "delivered"
+        self.target_progress = dict(target_progress or {})
+        #: targets the vendor says are gone for good (an unregistered device token): dropped from the config
+        self.removed_targets = tuple(removed_targets)
 
 
 class RetryableError(DeliveryError):
@@ -61,8 +70,17 @@ class RateLimited(RetryableError):
         status_code: int | None = None,
         response_excerpt: str | None = None,
         retry_after_s: float | None = None,
+        target_progress: Mapping[str, str] | None = None,
+        removed_targets: Sequence[str] = (),
     ) -> None:
-        super().__init__(provider, detail, status_code=status_code, response_excerpt=response_excerpt)
+        super().__init__(
+            provider,
+            detail,
+            status_code=status_code,
+            response_excerpt=response_excerpt,
+            target_progress=target_progress,
+            removed_targets=removed_targets,
+        )
         self.retry_after_s = retry_after_s
 
 

@@ -7,6 +7,7 @@ optimise for fast recovery and no redelivery loops, not for Redis-side guarantee
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from celery import Celery
@@ -20,6 +21,8 @@ from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_SWEEP, sweep_queue
 # SIGKILLed worker's unacked messages come back in minutes, not the default hour
 # (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway.
 VISIBILITY_TIMEOUT_S = 300
+
+TASK_MODULES = ("workers.signals", "workers.tasks.fanout", "workers.tasks.deliver", "workers.tasks.sweep")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -95,11 +98,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("herald", set_as_current=True)
     app.conf.update(celery_config(settings))
     # Importing the task modules registers their @shared_task functions with this app.
-    import workers.tasks.deliver
-    import workers.tasks.fanout
-    import workers.tasks.sweep
-    import workers.signals  # noqa: F401  (per-process set-up after fork)
-
+    for module in TASK_MODULES:
+        importlib.import_module(module)
     return app
 
 

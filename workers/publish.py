@@ -44,5 +44,7 @@ def publish_fanout(event_ids: Sequence[uuid.UUID]) -> int:
                 current_app.send_task(TASK_FANOUT, args=[str(event_id)], producer=producer)
                 sent += 1
     except Exception:
-        log.warning("could not publish fan-out of %d events; will retry", len(event_ids) - sent, exc_info=True)
+        log.warning(
+            "could not publish fan-out of %d events; will retry", len(event_ids) - sent, exc_info=True
+        )
     return sent

@@ -6,14 +6,14 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from api.deps import Admin, DbSession
 from api.errors import ApiError, envelope, not_found
 from api.schemas import IntegrationIn, IntegrationOut, RouteIn, RouteOut
 from providers import registry
-from providers.base import mask_config
+from providers.base import mask_config, plain_config
 from shared.crypto import DecryptError, KeyRing
 from shared.db.models import Integration, Route
 from shared.secrets_at_rest import decrypt_config, encrypt_config
@@ -26,7 +26,9 @@ def _validated_config(provider: str, config: dict[str, Any]) -> BaseModel:
         model = registry.config_model(provider)
     except registry.UnknownProvider:
         raise ApiError(
-            422, "unknown_provider", f"unknown provider {provider[:32]!r}; known: {', '.join(registry.names())}"
+            422,
+            "unknown_provider",
+            f"unknown provider {provider[:32]!r}; known: {', '.join(registry.names())}",
         ) from None
     try:
         return model.model_validate(config)
@@ -66,7 +68,7 @@ def create_integration(body: IntegrationIn, request: Request, session: DbSession
     config = _validated_config(body.provider, body.config)
     keyring: KeyRing = request.app.state.keyring
     integration_id = uuid.uuid4()
-    blob = encrypt_config(keyring, integration_id, _plain(config))
+    blob = encrypt_config(keyring, integration_id, plain_config(config))
     row = Integration(
         id=integration_id,
         name=body.name,
@@ -84,21 +86,6 @@ def create_integration(body: IntegrationIn, request: Request, session: DbSession
     return envelope(integration_out(keyring, row))
 
 
-def _plain(config: BaseModel) -> dict[str, Any]:
-    """The config with secrets revealed, for encryption only (pydantic dumps SecretStr masked)."""
-
-    def reveal(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, dict):
-            return {k: reveal(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [reveal(v) for v in value]
-        return value
-
-    return {k: reveal(v) for k, v in config.model_dump(mode="python").items()}
-
-
 @router.get("/integrations")
 def list_integrations(request: Request, session: DbSession, _: Admin) -> dict[str, Any]:
     rows = session.scalars(select(Integration).order_by(Integration.created_at))
@@ -106,7 +93,9 @@ def list_integrations(request: Request, session: DbSession, _: Admin) -> dict[st
 
 
 @router.get("/integrations/{integration_id}")
-def get_integration(integration_id: uuid.UUID, request: Request, session: DbSession, _: Admin) -> dict[str, Any]:
+def get_integration(
+    integration_id: uuid.UUID, request: Request, session: DbSession, _: Admin
+) -> dict[str, Any]:
     row = session.get(Integration, integration_id)
     if row is None:
         raise not_found("integration")
@@ -130,7 +119,9 @@ def create_route(body: RouteIn, session: DbSession, _: Admin) -> dict[str, Any]:
         raise ApiError(422, "unknown_integration", "integration_id does not name an integration")
     if integration.project is not None and body.project != integration.project:
         raise ApiError(
-            422, "project_mismatch", f"integration is bound to project {integration.project!r}; route must be too"
+            422,
+            "project_mismatch",
+            f"integration is bound to project {integration.project!r}; route must be too",
         )
     row = Route(
         integration_id=body.integration_id,

@@ -78,7 +78,9 @@ def _accept(
             select(Event.id, Event.request_hash).where(Event.idempotency_key == stored_key)
         ).one()
         if existing.request_hash != request_hash:
-            raise ApiError(409, "idempotency_conflict", "this idempotency key was used with a different event")
+            raise ApiError(
+                409, "idempotency_conflict", "this idempotency key was used with a different event"
+            )
         data = EventAccepted(event_id=existing.id, op_id=op_id, duplicate=True)
     else:
         request.app.state.enqueuer.fanout(str(event_id))

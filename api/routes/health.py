@@ -41,5 +41,6 @@ def readyz(request: Request) -> JSONResponse:
     if ready:
         return JSONResponse(envelope({"ready": True, "checks": checks}))
     return JSONResponse(
-        envelope({"ready": False, "checks": checks}, error="not ready", error_code="not_ready"), status_code=503
+        envelope({"ready": False, "checks": checks}, error="not ready", error_code="not_ready"),
+        status_code=503,
     )

@@ -94,9 +94,7 @@ class Route(Base):
     min_severity: Mapped[str] = mapped_column(String(16), server_default="info")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
-    __table_args__ = (
-        CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),
-    )
+    __table_args__ = (CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),)
 
 
 class Event(Base):
@@ -128,7 +126,9 @@ class Delivery(Base):
     __tablename__ = "delivery"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("event.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("event.id", ondelete="CASCADE")
+    )
     integration_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("integration.id", ondelete="CASCADE"), index=True
     )
@@ -144,6 +144,8 @@ class Delivery(Base):
     last_error_detail: Mapped[str | None] = mapped_column(String(500))
     dead_reason: Mapped[str | None] = mapped_column(String(64))
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    # Multi-target providers (device tokens, recipients): target -> outcome, so a retry skips delivered ones.
+    progress: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

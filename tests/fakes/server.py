@@ -115,4 +115,6 @@ class FakeServer:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        return web.Response(status=reply.status, body=body, headers=reply.headers, content_type=reply.content_type)
+        return web.Response(
+            status=reply.status, body=body, headers=reply.headers, content_type=reply.content_type
+        )

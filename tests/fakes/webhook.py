@@ -6,12 +6,18 @@ from tests.fakes.server import FakeServer, Recorded, Reply
 
 
 def webhook_receiver() -> FakeServer:
-    return FakeServer(default_reply=lambda _req: Reply(200, b'{"received":true}', content_type="application/json"))
+    return FakeServer(
+        default_reply=lambda _req: Reply(200, b'{"received":true}', content_type="application/json")
+    )
 
 
 def retry_after(seconds: int, status: int = 429) -> Reply:
-    return Reply(status, b'{"error":"slow down"}', headers={"Retry-After": str(seconds)},
-                 content_type="application/json")
+    return Reply(
+        status,
+        b'{"error":"slow down"}',
+        headers={"Retry-After": str(seconds)},
+        content_type="application/json",
+    )
 
 
 __all__ = ["FakeServer", "Recorded", "Reply", "retry_after", "webhook_receiver"]

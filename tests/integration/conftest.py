@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import fcntl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,27 @@ from tests.fakes.server import FakeServer
 from tests.fakes.webhook import webhook_receiver
 from tests.integration.stack import Stack
 
-# Redis databases 1-13 are the tests'; 0 is `make run`'s and 14 the benchmark's.
-_redis_dbs = itertools.cycle(range(1, 14))
+# Redis databases 1-13 are the tests'; 0 is `make run`'s and 14 the benchmark's. Each stack holds an flock on
+# its database number, so test sessions running side by side (several engineers, one machine) never share one.
+REDIS_TEST_DBS = range(1, 14)
+
+
+@contextlib.contextmanager
+def claimed_redis_db() -> Iterator[int]:
+    for db in REDIS_TEST_DBS:
+        handle = open(f"/tmp/herald-test-redis-db-{db}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield db
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError("every test Redis database is in use by another test session")
 
 
 def _new_db(template_db: str) -> str:
@@ -29,26 +49,28 @@ def _new_db(template_db: str) -> str:
 def stack(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One Herald shared by the tests that only post events and watch them land."""
     name = _new_db(template_db)
-    s = Stack(sqlalchemy_url(name), next(_redis_dbs), tmp_path_factory.mktemp("stack"))
-    try:
-        s.start_worker()
-        s.start_beat()
-        yield s
-    finally:
-        s.close()
-        admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with claimed_redis_db() as redis_db:
+        s = Stack(sqlalchemy_url(name), redis_db, tmp_path_factory.mktemp("stack"))
+        try:
+            s.start_worker()
+            s.start_beat()
+            yield s
+        finally:
+            s.close()
+            admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def own_stack(template_db: str, tmp_path: Path) -> Iterator[Stack]:
     """A Herald of the test's own, for tests that kill workers or flush Redis. Nothing is started yet."""
     name = _new_db(template_db)
-    s = Stack(sqlalchemy_url(name), next(_redis_dbs), tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
-        admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with claimed_redis_db() as redis_db:
+        s = Stack(sqlalchemy_url(name), redis_db, tmp_path)
+        try:
+            yield s
+        finally:
+            s.close()
+            admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ and the API app in process (FastAPI's TestClient), all configured through HERALD
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ class Stack:
             "HERALD_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
             "HERALD_ENCRYPTION_KEYS": generate_key_spec("t1"),
             "HERALD_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-            "HERALD_QUEUE_NAME": f"herald-test-{redis_db}",
+            "HERALD_QUEUE_NAME": f"herald-test-{uuid.uuid4().hex[:8]}",
             **overrides,
         }
         self.redis = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
@@ -74,10 +75,31 @@ class Stack:
         log_path = self.workdir / f"worker-{self._worker_runs}.log"
         queue = self.env["HERALD_QUEUE_NAME"]
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "prefork", "-c", str(concurrency),
-             "-Q", f"{queue},{queue}.sweep", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-l", "info", "-n", f"test{self.redis_db}-{self._worker_runs}@%h"],
-            cwd=ROOT, env=self._proc_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(concurrency),
+                "-Q",
+                f"{queue},{queue}.sweep",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "info",
+                "-n",
+                f"test{self.redis_db}-{self._worker_runs}@%h",
+            ],
+            cwd=ROOT,
+            env=self._proc_env(),
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_until(lambda: b"ready." in log_path.read_bytes(), 30, f"worker never became ready: {log_path}")
@@ -86,9 +108,22 @@ class Stack:
     def start_beat(self) -> subprocess.Popen[bytes]:
         log_path = self.workdir / "beat.log"
         self.beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "-l", "info",
-             "-s", str(self.workdir / "beat-schedule")],
-            cwd=ROOT, env=self._proc_env(), stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(self.workdir / "beat-schedule"),
+            ],
+            cwd=ROOT,
+            env=self._proc_env(),
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_until(lambda: b"Sending due task" in log_path.read_bytes(), 30, "beat never sent a sweep")
@@ -113,10 +148,8 @@ class Stack:
     def close(self) -> None:
         for proc in (self.worker, self.beat):
             if proc is not None and proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(10)
         self.redis.flushdb()
         self.redis.close()
@@ -135,27 +168,55 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, message: str) ->
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def create_webhook(client: TestClient, url: str, *, project: str | None = None, route_project: str | None = None,
-                   catch_all: bool = False, **config: Any) -> str:
-    r = client.post("/v1/integrations", headers=AUTH, json={
-        "name": f"hook-{uuid.uuid4().hex[:6]}", "provider": "webhook", "project": project,
-        "config": {"url": url, **config}})
+def create_webhook(
+    client: TestClient,
+    url: str,
+    *,
+    project: str | None = None,
+    route_project: str | None = None,
+    catch_all: bool = False,
+    **config: Any,
+) -> str:
+    r = client.post(
+        "/v1/integrations",
+        headers=AUTH,
+        json={
+            "name": f"hook-{uuid.uuid4().hex[:6]}",
+            "provider": "webhook",
+            "project": project,
+            "config": {"url": url, **config},
+        },
+    )
     assert r.status_code == 201, r.text
     integration_id: str = r.json()["data"]["id"]
-    r = client.post("/v1/routes", headers=AUTH, json={
-        "integration_id": integration_id, "project": None if catch_all else (route_project or project)})
+    r = client.post(
+        "/v1/routes",
+        headers=AUTH,
+        json={"integration_id": integration_id, "project": None if catch_all else (route_project or project)},
+    )
     assert r.status_code == 201, r.text
     return integration_id
 
 
 def release_event(project: str, **overrides: Any) -> dict[str, Any]:
-    return {"type": "release.created", "project": project, "environment": "prod", "version": "1.4.2",
-            "mandatory": False, "description": "Fixes the login crash", "url": "https://admin.example/r/142",
-            **overrides}
+    return {
+        "type": "release.created",
+        "project": project,
+        "environment": "prod",
+        "version": "1.4.2",
+        "mandatory": False,
+        "description": "Fixes the login crash",
+        "url": "https://admin.example/r/142",
+        **overrides,
+    }
 
 
-def post_release(client: TestClient, project: str, headers: dict[str, str] | None = None, **overrides: Any) -> str:
-    r = client.post("/v1/events/release", headers={**AUTH, **(headers or {})}, json=release_event(project, **overrides))
+def post_release(
+    client: TestClient, project: str, headers: dict[str, str] | None = None, **overrides: Any
+) -> str:
+    r = client.post(
+        "/v1/events/release", headers={**AUTH, **(headers or {})}, json=release_event(project, **overrides)
+    )
     assert r.status_code == 202, r.text
     event_id: str = r.json()["data"]["event_id"]
     return event_id
@@ -164,8 +225,9 @@ def post_release(client: TestClient, project: str, headers: dict[str, str] | Non
 TERMINAL = {"delivered", "dead", "skipped"}
 
 
-def wait_for_deliveries(client: TestClient, event_id: str, count: int = 1, timeout_s: float = 20,
-                        states: set[str] = TERMINAL) -> list[dict[str, Any]]:
+def wait_for_deliveries(
+    client: TestClient, event_id: str, count: int = 1, timeout_s: float = 20, states: set[str] = TERMINAL
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     deliveries: list[dict[str, Any]] = []
     while time.monotonic() < deadline:

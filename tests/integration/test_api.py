@@ -53,21 +53,27 @@ def test_missing_field_and_malformed_json(api, project):
     body = release_event(project)
     del body["version"]
     assert error_of(api.post("/v1/events/release", headers=AUTH, json=body)) == (422, "missing_field")
-    r = api.post("/v1/events/release", headers={**AUTH, "Content-Type": "application/json"}, content=b'{"type": ')
+    r = api.post(
+        "/v1/events/release", headers={**AUTH, "Content-Type": "application/json"}, content=b'{"type": '
+    )
     assert error_of(r) == (422, "malformed_json")
     r = api.post("/v1/events/release", headers=AUTH, json=[1, 2])
     assert r.status_code == 422
 
 
 def test_pipeline_stage_must_be_known(api, project):
-    r = api.post("/v1/events/pipeline", headers=AUTH, json={
-        "app": "a", "project": project, "pipeline": "p", "pipeline_type": "ci", "stage": "exploded"})
+    r = api.post(
+        "/v1/events/pipeline",
+        headers=AUTH,
+        json={"app": "a", "project": project, "pipeline": "p", "pipeline_type": "ci", "stage": "exploded"},
+    )
     assert error_of(r) == (422, "invalid_field")
 
 
 def test_oversized_body_is_413(api, project):
-    r = api.post("/v1/events/release", headers=AUTH,
-                 json={**release_event(project), "description": "x" * (70 * 1024)})
+    r = api.post(
+        "/v1/events/release", headers=AUTH, json={**release_event(project), "description": "x" * (70 * 1024)}
+    )
     assert error_of(r) == (413, "body_too_large")
 
     def chunks():  # no Content-Length: the stream itself is counted
@@ -80,7 +86,9 @@ def test_oversized_body_is_413(api, project):
 
 def test_no_key_or_wrong_key_is_401(api, project):
     assert error_of(api.post("/v1/events/release", json=release_event(project))) == (401, "unauthorized")
-    r = api.post("/v1/events/release", headers={"Authorization": "Bearer hk_nope"}, json=release_event(project))
+    r = api.post(
+        "/v1/events/release", headers={"Authorization": "Bearer hk_nope"}, json=release_event(project)
+    )
     assert error_of(r) == (401, "unauthorized")
     assert error_of(api.get("/v1/integrations")) == (401, "unauthorized")
 
@@ -91,9 +99,13 @@ def test_ingest_key_cannot_manage_or_post_for_another_project(api, stack: Stack,
     raw = "hk_ingest_" + project
     engine = create_engine(stack.env["HERALD_DATABASE_URL"])
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO api_key (id, name, key_hash, key_prefix, scopes, project) "
-                          "VALUES (gen_random_uuid(), 'ci', :h, 'hk_inges', '{ingest}', :p)"),
-                     {"h": hash_api_key(raw), "p": project})
+        conn.execute(
+            text(
+                "INSERT INTO api_key (id, name, key_hash, key_prefix, scopes, project) "
+                "VALUES (gen_random_uuid(), 'ci', :h, 'hk_inges', '{ingest}', :p)"
+            ),
+            {"h": hash_api_key(raw), "p": project},
+        )
     engine.dispose()
     key = {"Authorization": f"Bearer {raw}"}
     assert api.post("/v1/events/release", headers=key, json=release_event(project)).status_code == 202
@@ -129,17 +141,31 @@ def test_unknown_event_is_404(api):
 def test_integration_config_is_validated_encrypted_and_masked(api, stack: Stack, caplog):
     caplog.set_level(logging.DEBUG)
     secret_url = "https://hooks.example.com/services/T000/B000/s3cr3t-t0ken-value"
-    bad = api.post("/v1/integrations", headers=AUTH, json={
-        "name": "x", "provider": "webhook", "config": {"url": "ftp://nope"}})
+    bad = api.post(
+        "/v1/integrations",
+        headers=AUTH,
+        json={"name": "x", "provider": "webhook", "config": {"url": "ftp://nope"}},
+    )
     assert error_of(bad) == (422, "invalid_config")
     assert "config.url" in bad.json()["error"]
-    unknown = api.post("/v1/integrations", headers=AUTH, json={"name": "x", "provider": "carrier-pigeon", "config": {}})
+    unknown = api.post(
+        "/v1/integrations", headers=AUTH, json={"name": "x", "provider": "carrier-pigeon", "config": {}}
+    )
     assert error_of(unknown) == (422, "unknown_provider")
 
-    r = api.post("/v1/integrations", headers=AUTH, json={
-        "name": "secretive", "provider": "webhook",
-        "config": {"url": secret_url, "headers": {"Authorization": "Bearer tok-123456"},
-                   "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+    r = api.post(
+        "/v1/integrations",
+        headers=AUTH,
+        json={
+            "name": "secretive",
+            "provider": "webhook",
+            "config": {
+                "url": secret_url,
+                "headers": {"Authorization": "Bearer tok-123456"},
+                "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+        },
+    )
     assert r.status_code == 201
     shown = r.text + api.get(f"/v1/integrations/{r.json()['data']['id']}", headers=AUTH).text
     shown += api.get("/v1/integrations", headers=AUTH).text
@@ -149,8 +175,9 @@ def test_integration_config_is_validated_encrypted_and_masked(api, stack: Stack,
     assert r.json()["data"]["config"]["url"] == "https://hooks.example.com/********"
     engine = create_engine(stack.env["HERALD_DATABASE_URL"])
     with engine.connect() as conn:
-        blob = conn.execute(text("SELECT config_ciphertext FROM integration WHERE id = :i"),
-                            {"i": r.json()["data"]["id"]}).scalar_one()
+        blob = conn.execute(
+            text("SELECT config_ciphertext FROM integration WHERE id = :i"), {"i": r.json()["data"]["id"]}
+        ).scalar_one()
     engine.dispose()
     assert b"s3cr3t" not in blob and b"tok-123456" not in blob
     assert api.delete(f"/v1/integrations/{r.json()['data']['id']}", headers=AUTH).status_code == 204
@@ -161,6 +188,9 @@ def test_route_needs_an_existing_integration(api):
     assert error_of(r) == (422, "unknown_integration")
     r = api.post("/v1/routes", headers=AUTH, json={"integration_id": "nope"})
     assert error_of(r) == (422, "invalid_field")
-    r = api.post("/v1/routes", headers=AUTH, json={
-        "integration_id": "7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b", "min_severity": "apocalyptic"})
+    r = api.post(
+        "/v1/routes",
+        headers=AUTH,
+        json={"integration_id": "7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b", "min_severity": "apocalyptic"},
+    )
     assert error_of(r) == (422, "invalid_field")

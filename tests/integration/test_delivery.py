@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import datetime
 
@@ -28,7 +29,9 @@ def attempts_in_db(stack: Stack, delivery_id: str) -> list[tuple[int, str, int |
     engine = create_engine(stack.env["HERALD_DATABASE_URL"])
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT attempt_no, outcome, status_code FROM attempt WHERE delivery_id = :d ORDER BY attempt_no"),
+            text(
+                "SELECT attempt_no, outcome, status_code FROM attempt WHERE delivery_id = :d ORDER BY attempt_no"
+            ),
             {"d": delivery_id},
         ).all()
     engine.dispose()
@@ -54,10 +57,23 @@ def test_release_event_delivered_signed_and_verifiable(api, receiver: FakeServer
 
 def test_pipeline_event_delivered(api, receiver: FakeServer, hook_path, project):
     create_webhook(api, receiver.url(hook_path), project=project)
-    r = api.post("/v1/events/pipeline", headers=AUTH, json={
-        "app": "checkout", "project": project, "environment": "prod", "cluster": "eu-1", "pipeline": "deploy-prod",
-        "pipeline_type": "cd", "stage": "failure", "triggered_by": "ana@example.com",
-        "image_repo": "registry.example/checkout", "image_tag": "9f2c1e", "url": "https://ci.example/p/77"})
+    r = api.post(
+        "/v1/events/pipeline",
+        headers=AUTH,
+        json={
+            "app": "checkout",
+            "project": project,
+            "environment": "prod",
+            "cluster": "eu-1",
+            "pipeline": "deploy-prod",
+            "pipeline_type": "cd",
+            "stage": "failure",
+            "triggered_by": "ana@example.com",
+            "image_repo": "registry.example/checkout",
+            "image_tag": "9f2c1e",
+            "url": "https://ci.example/p/77",
+        },
+    )
     assert r.status_code == 202, r.text
     [request] = receiver.wait_for(hook_path, 1)
     body = json.loads(request.body)
@@ -94,7 +110,11 @@ def test_500_500_then_200_is_delivered_on_attempt_3(api, stack, receiver: FakeSe
     [delivery] = wait_for_deliveries(api, event_id)
     assert delivery["state"] == "delivered"
     assert delivery["attempt_count"] == 3
-    assert attempts_in_db(stack, delivery["id"]) == [(1, "retrying", 500), (2, "retrying", 500), (3, "delivered", 200)]
+    assert attempts_in_db(stack, delivery["id"]) == [
+        (1, "retrying", 500),
+        (2, "retrying", 500),
+        (3, "delivered", 200),
+    ]
     requests = receiver.requests(hook_path)
     assert len(requests) == 3
     assert len({r.headers["webhook-id"] for r in requests}) == 1  # stable across retries
@@ -144,14 +164,16 @@ def test_always_500_is_dead_after_6_attempts(api, stack, receiver: FakeServer, h
     requests = receiver.requests(hook_path)
     assert len(requests) == 6
     # The waits grow: 0.1, 0.2, 0.4, 0.8, 1.6 s scaled (sweep picks due work up every 0.2 s).
-    gaps = [b.arrived_at - a.arrived_at for a, b in zip(requests, requests[1:], strict=False)]
+    gaps = [b.arrived_at - a.arrived_at for a, b in itertools.pairwise(requests)]
     assert gaps[-1] > gaps[0]
     assert gaps[-1] >= 1.6 * 0.9
     # Retryable errors do not mark the integration failing.
     assert api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]["failing"] is False
 
 
-def test_auth_failure_marks_integration_failing_and_success_clears_it(api, receiver: FakeServer, hook_path, project):
+def test_auth_failure_marks_integration_failing_and_success_clears_it(
+    api, receiver: FakeServer, hook_path, project
+):
     receiver.script(hook_path, Reply(401, b"bad token"))
     integration_id = create_webhook(api, receiver.url(hook_path), project=project)
     [delivery] = wait_for_deliveries(api, post_release(api, project))
@@ -186,9 +208,17 @@ def test_duplicate_idempotency_key_is_one_event_one_delivery(api, receiver: Fake
 
 
 def test_disabled_integration_records_skipped(api, receiver: FakeServer, hook_path, project):
-    r = api.post("/v1/integrations", headers=AUTH, json={
-        "name": "paused", "provider": "webhook", "project": project, "enabled": False,
-        "config": {"url": receiver.url(hook_path)}})
+    r = api.post(
+        "/v1/integrations",
+        headers=AUTH,
+        json={
+            "name": "paused",
+            "provider": "webhook",
+            "project": project,
+            "enabled": False,
+            "config": {"url": receiver.url(hook_path)},
+        },
+    )
     assert r.status_code == 201
     api.post("/v1/routes", headers=AUTH, json={"integration_id": r.json()["data"]["id"], "project": project})
     [delivery] = wait_for_deliveries(api, post_release(api, project))

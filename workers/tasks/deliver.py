@@ -18,20 +18,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery import shared_task
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.orm import Session
 
 from providers import registry
-from providers.base import Receipt
+from providers.base import Receipt, plain_config
 from shared.crypto import DecryptError
 from shared.db.models import Attempt, Delivery, Event, Integration
 from shared.errors import ATTEMPTS_EXHAUSTED, INTERNAL_ERROR, DeliveryError
 from shared.rendering import RenderedMessage, render
-from shared.secrets_at_rest import decrypt_config
+from shared.secrets_at_rest import decrypt_config, encrypt_config
 from shared.tasknames import TASK_DELIVER
 from workers.retry import RetryPolicy
 from workers.runtime import ProcessRuntime, get_runtime
@@ -51,6 +52,7 @@ class Claimed:
     integration_id: uuid.UUID
     attempt_no: int
     provider_ref: str | None
+    progress: dict[str, str] | None
 
 
 @dataclass
@@ -83,7 +85,7 @@ CLAIM_SQL = text(
      WHERE id = ANY(:ids)
        AND state IN ('pending', 'retrying')
        AND next_attempt_at <= now() + interval '50 milliseconds'
-    RETURNING id, event_id, integration_id, attempt_count, provider_ref
+    RETURNING id, event_id, integration_id, attempt_count, provider_ref, progress
     """
 )
 
@@ -92,14 +94,15 @@ def claim(runtime: ProcessRuntime, ids: list[uuid.UUID]) -> list[Claimed]:
     with runtime.sessions() as session:
         rows = session.execute(CLAIM_SQL, {"ids": ids, "lease_s": runtime.settings.sending_lease_s}).all()
         session.commit()
-    return [Claimed(r.id, r.event_id, r.integration_id, r.attempt_count, r.provider_ref) for r in rows]
+    return [
+        Claimed(r.id, r.event_id, r.integration_id, r.attempt_count, r.provider_ref, r.progress) for r in rows
+    ]
 
 
 def prepare(runtime: ProcessRuntime, claimed: list[Claimed]) -> list[Job]:
     with runtime.sessions() as session:
         events = {
-            e.id: e
-            for e in session.scalars(select(Event).where(Event.id.in_({c.event_id for c in claimed})))
+            e.id: e for e in session.scalars(select(Event).where(Event.id.in_({c.event_id for c in claimed})))
         }
         integrations = {
             i.id: i
@@ -163,6 +166,7 @@ async def _send_one(runtime: ProcessRuntime, job: Job) -> Outcome:
                 job.config,
                 idempotency_key=str(job.claimed.id),
                 previous_ref=job.claimed.provider_ref,
+                progress=job.claimed.progress,
             ),
             timeout=timeout_s,
         )
@@ -188,6 +192,7 @@ def _decide(outcome: Outcome, now: datetime) -> tuple[dict[str, Any], dict[str, 
         "last_error_detail": None,
         "dead_reason": None,
         "provider_ref": c.provider_ref,
+        "progress": c.progress,
         "delivered_at": None,
     }
     attempt = {
@@ -201,18 +206,33 @@ def _decide(outcome: Outcome, now: datetime) -> tuple[dict[str, Any], dict[str, 
     }
     err = outcome.error
     if job.setup_error is not None:
-        update_row |= {"dead_reason": CONFIG_ERROR, "last_error_class": CONFIG_ERROR,
-                       "last_error_detail": job.setup_error[:500]}
+        update_row |= {
+            "dead_reason": CONFIG_ERROR,
+            "last_error_class": CONFIG_ERROR,
+            "last_error_detail": job.setup_error[:500],
+        }
         attempt["error_class"] = CONFIG_ERROR
     elif outcome.receipt is not None:
-        update_row |= {"state": "delivered", "delivered_at": now,
-                       "provider_ref": outcome.receipt.provider_ref or c.provider_ref}
-        attempt |= {"status_code": outcome.receipt.status_code,
-                    "response_excerpt": outcome.receipt.response_excerpt}
+        update_row |= {
+            "state": "delivered",
+            "delivered_at": now,
+            "provider_ref": outcome.receipt.provider_ref or c.provider_ref,
+        }
+        if outcome.receipt.target_progress is not None:
+            update_row["progress"] = {**(c.progress or {}), **outcome.receipt.target_progress}
+        attempt |= {
+            "status_code": outcome.receipt.status_code,
+            "response_excerpt": outcome.receipt.response_excerpt,
+        }
     elif isinstance(err, DeliveryError):
-        attempt |= {"status_code": err.status_code, "error_class": err.code,
-                    "response_excerpt": err.response_excerpt}
+        attempt |= {
+            "status_code": err.status_code,
+            "error_class": err.code,
+            "response_excerpt": err.response_excerpt,
+        }
         update_row |= {"last_error_class": err.code, "last_error_detail": err.detail[:500]}
+        if err.target_progress:
+            update_row["progress"] = {**(c.progress or {}), **err.target_progress}
         if err.retryable:
             delay_s = job.policy.next_delay_s(c.attempt_no, retry_after_s=getattr(err, "retry_after_s", None))
             if delay_s is None:
@@ -224,8 +244,11 @@ def _decide(outcome: Outcome, now: datetime) -> tuple[dict[str, Any], dict[str, 
     else:
         # Not a DeliveryError: our bug. Dead-letter it, never retry it, and keep the traceback in the log.
         log.error("delivery %s: provider %s raised unexpectedly", c.id, job.provider, exc_info=err)
-        update_row |= {"dead_reason": INTERNAL_ERROR, "last_error_class": INTERNAL_ERROR,
-                       "last_error_detail": type(err).__name__}
+        update_row |= {
+            "dead_reason": INTERNAL_ERROR,
+            "last_error_class": INTERNAL_ERROR,
+            "last_error_detail": type(err).__name__,
+        }
         attempt["error_class"] = INTERNAL_ERROR
     attempt["outcome"] = update_row["state"]
     return update_row, attempt
@@ -233,9 +256,9 @@ def _decide(outcome: Outcome, now: datetime) -> tuple[dict[str, Any], dict[str, 
 
 # Core tables, not ORM entities: these run as executemany (psycopg pipelines them), and the ORM's bulk
 # UPDATE-by-primary-key mode would not keep our extra WHERE guard.
-_delivery = Delivery.__table__
-_attempt = Attempt.__table__
-_integration = Integration.__table__
+_delivery = cast(Table, Delivery.__table__)
+_attempt = cast(Table, Attempt.__table__)
+_integration = cast(Table, Integration.__table__)
 
 OUTCOME_UPDATE = (
     update(_delivery)
@@ -251,6 +274,7 @@ OUTCOME_UPDATE = (
         last_error_detail=bindparam("last_error_detail"),
         dead_reason=bindparam("dead_reason"),
         provider_ref=bindparam("provider_ref"),
+        progress=bindparam("progress", type_=JSONB),
         delivered_at=bindparam("delivered_at"),
         lease_expires_at=None,
         updated_at=func.now(),
@@ -263,11 +287,21 @@ def record(runtime: ProcessRuntime, outcomes: list[Outcome]) -> None:
     decided = [_decide(o, now) for o in outcomes]
     failing: dict[uuid.UUID, str] = {}
     healthy: set[uuid.UUID] = set()
+    removed: dict[uuid.UUID, set[str]] = {}
     for o in outcomes:
+        integration_id = o.job.claimed.integration_id
         if o.receipt is not None:
-            healthy.add(o.job.claimed.integration_id)
-        elif isinstance(o.error, DeliveryError) and o.error.marks_failing:
-            failing[o.job.claimed.integration_id] = f"{o.error.code}: {o.error.detail}"[:200]
+            healthy.add(integration_id)
+            gone: tuple[str, ...] = o.receipt.removed_targets
+        elif isinstance(o.error, DeliveryError):
+            gone = o.error.removed_targets
+            if o.error.marks_failing and not gone:
+                # A target-level failure (one stale device token) is not the integration failing.
+                failing[integration_id] = f"{o.error.code}: {o.error.detail}"[:200]
+        else:
+            gone = ()
+        if gone:
+            removed.setdefault(integration_id, set()).update(gone)
     with runtime.sessions() as session:
         session.execute(OUTCOME_UPDATE, [u for u, _ in decided])
         session.execute(
@@ -287,7 +321,34 @@ def record(runtime: ProcessRuntime, outcomes: list[Outcome]) -> None:
                 .where(_integration.c.id.in_(healthy - failing.keys()), _integration.c.failing.is_(True))
                 .values(failing=False, failing_reason=None)
             )
+        for integration_id, targets in removed.items():
+            _remove_targets(runtime, session, integration_id, sorted(targets))
         session.commit()
+
+
+def _remove_targets(
+    runtime: ProcessRuntime, session: Session, integration_id: uuid.UUID, targets: list[str]
+) -> None:
+    """Drop targets the vendor says are gone (unregistered device tokens) from the integration's config.
+
+    The row is locked and re-read so a concurrent removal or an admin's edit is not overwritten."""
+    row = session.scalar(select(Integration).where(Integration.id == integration_id).with_for_update())
+    if row is None:
+        return
+    config = _load_config(runtime, row)
+    if isinstance(config, str):
+        return
+    reduced = registry.provider_class(row.provider).without_targets(config, targets)
+    if reduced is None:
+        return
+    row.config_ciphertext = encrypt_config(runtime.keyring, row.id, plain_config(reduced))
+    row.config_key_id = runtime.keyring.primary_kid
+    row.updated_at = now_utc()
+    log.info("integration %s: removed %d target(s) the provider reported gone", integration_id, len(targets))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 def deliver_batch(delivery_ids: list[uuid.UUID]) -> int:

@@ -53,12 +53,16 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
                 select(Route).where((Route.project.is_(None)) | (Route.project == facts.project))
             )
         ]
-        targets = {
-            i.id: IntegrationTarget(i.id, i.provider, i.project, i.enabled)
-            for i in session.scalars(
-                select(Integration).where(Integration.id.in_({r.integration_id for r in routes}))
-            )
-        } if routes else {}
+        targets = (
+            {
+                i.id: IntegrationTarget(i.id, i.provider, i.project, i.enabled)
+                for i in session.scalars(
+                    select(Integration).where(Integration.id.in_({r.integration_id for r in routes}))
+                )
+            }
+            if routes
+            else {}
+        )
         planned = plan(facts, routes, targets)
         new_pending: list[uuid.UUID] = []
         if planned:
@@ -82,9 +86,9 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
             )
             new_pending = [d_id for d_id, state in session.execute(stmt) if state == "pending"]
         session.execute(
-            update(Event).where(Event.id == event_id, Event.fanned_out_at.is_(None)).values(
-                fanned_out_at=func.now()
-            )
+            update(Event)
+            .where(Event.id == event_id, Event.fanned_out_at.is_(None))
+            .values(fanned_out_at=func.now())
         )
         session.commit()
     return new_pending

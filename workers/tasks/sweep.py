@@ -17,7 +17,7 @@ import logging
 import uuid
 
 from celery import shared_task
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from shared.errors import ATTEMPTS_EXHAUSTED
 from shared.tasknames import TASK_SWEEP
@@ -90,12 +90,12 @@ DUE_SQL = text(
 )
 
 
-def _rounds(runtime: ProcessRuntime, sql: text, params: dict[str, object]) -> list[uuid.UUID]:  # type: ignore[valid-type]
+def _rounds(runtime: ProcessRuntime, sql: TextClause, params: dict[str, object]) -> list[uuid.UUID]:
     taken: list[uuid.UUID] = []
     limit = runtime.settings.sweep_batch_size
     for _ in range(MAX_ROUNDS):
         with runtime.sessions() as session:
-            ids = list(session.scalars(sql, {**params, "limit": limit}))
+            ids: list[uuid.UUID] = list(session.scalars(sql, {**params, "limit": limit}))
             session.commit()
         taken.extend(ids)
         if len(ids) < limit:
