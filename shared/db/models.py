@@ -144,6 +144,9 @@ class Delivery(Base):
     last_error_detail: Mapped[str | None] = mapped_column(String(500))
     dead_reason: Mapped[str | None] = mapped_column(String(64))
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    # The vendor message this delivery should edit in place (an earlier delivered event of the same lifecycle
+    # to the same integration: a pipeline's trigger, then its success), set at fan-out.
+    previous_ref: Mapped[str | None] = mapped_column(String(255))
     # Multi-target providers (device tokens, recipients): target -> outcome, so a retry skips delivered ones.
     progress: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

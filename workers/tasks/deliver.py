@@ -52,6 +52,7 @@ class Claimed:
     integration_id: uuid.UUID
     attempt_no: int
     provider_ref: str | None
+    previous_ref: str | None
     progress: dict[str, str] | None
 
 
@@ -85,7 +86,7 @@ CLAIM_SQL = text(
      WHERE id = ANY(:ids)
        AND state IN ('pending', 'retrying')
        AND next_attempt_at <= now() + interval '50 milliseconds'
-    RETURNING id, event_id, integration_id, attempt_count, provider_ref, progress
+    RETURNING id, event_id, integration_id, attempt_count, provider_ref, previous_ref, progress
     """
 )
 
@@ -95,7 +96,10 @@ def claim(runtime: ProcessRuntime, ids: list[uuid.UUID]) -> list[Claimed]:
         rows = session.execute(CLAIM_SQL, {"ids": ids, "lease_s": runtime.settings.sending_lease_s}).all()
         session.commit()
     return [
-        Claimed(r.id, r.event_id, r.integration_id, r.attempt_count, r.provider_ref, r.progress) for r in rows
+        Claimed(
+            r.id, r.event_id, r.integration_id, r.attempt_count, r.provider_ref, r.previous_ref, r.progress
+        )
+        for r in rows
     ]
 
 
@@ -165,7 +169,7 @@ async def _send_one(runtime: ProcessRuntime, job: Job) -> Outcome:
                 job.message,
                 job.config,
                 idempotency_key=str(job.claimed.id),
-                previous_ref=job.claimed.provider_ref,
+                previous_ref=job.claimed.previous_ref,
                 progress=job.claimed.progress,
             ),
             timeout=timeout_s,

@@ -13,6 +13,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.events import EventFacts
@@ -68,6 +69,7 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
         if planned:
             # Pending rows are marked as published (queued_at) in the same insert: if the publish below is
             # lost, the sweeper republishes them after requeue_after_s.
+            previous = _previous_refs(session, facts, [p.integration_id for p in planned])
             rows = [
                 {
                     "id": uuid.uuid4(),
@@ -75,6 +77,7 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
                     "integration_id": p.integration_id,
                     "state": p.state,
                     "queued_at": func.now() if p.state == "pending" else None,
+                    "previous_ref": previous.get(p.integration_id),
                 }
                 for p in planned
             ]
@@ -92,6 +95,28 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
         )
         session.commit()
     return new_pending
+
+
+def _previous_refs(
+    session: Session, facts: EventFacts, integration_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Per integration, the message reference of the latest delivered event of the same lifecycle."""
+    if not facts.lifecycle_key:
+        return {}
+    rows = session.execute(
+        select(Delivery.integration_id, Delivery.provider_ref)
+        .join(Event, Event.id == Delivery.event_id)
+        .where(
+            Event.lifecycle_key == facts.lifecycle_key,
+            Event.id != facts.id,
+            Delivery.integration_id.in_(integration_ids),
+            Delivery.state == "delivered",
+            Delivery.provider_ref.is_not(None),
+        )
+        .order_by(Delivery.integration_id, Delivery.delivered_at.desc())
+        .distinct(Delivery.integration_id)
+    )
+    return {integration_id: ref for integration_id, ref in rows if ref is not None}
 
 
 @shared_task(name=TASK_FANOUT, ignore_result=True)

@@ -1,0 +1,85 @@
+"""Every Prometheus metric Herald exports, defined once.
+
+Labels are bounded: event type, provider, outcome, error class, HTTP status code, route template, queue name.
+Never a URL, a tenant secret, a project, an event id or a delivery id.
+
+Where they come from:
+- the API process: `herald_api_*`, `herald_events_accepted_total`, and the state gauges (`herald_queue_*`,
+  `herald_outbox_*`, `herald_dead_letters`), read from Redis and PostgreSQL at scrape time;
+- worker processes (prefork children, aggregated through PROMETHEUS_MULTIPROC_DIR by the worker's metrics
+  port): `herald_deliveries_total`, `herald_attempt_*`, `herald_delivery_latency_seconds`, `herald_retries_total`,
+  `herald_worker_inflight`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Latency buckets in seconds: provider calls sit between 50 ms and a few seconds; accept->delivered adds queueing.
+_CALL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0, 600.0)
+_API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# --- API ---------------------------------------------------------------------------------------------------
+EVENTS_ACCEPTED = Counter(
+    "herald_events_accepted_total",
+    "Event submissions by event type and the HTTP status answered (202 accepted, 4xx refused, 503 not stored).",
+    ["event_type", "status_code"],
+)
+API_REQUEST_DURATION = Histogram(
+    "herald_api_request_duration_seconds",
+    "API request latency by route template, method and status code.",
+    ["route", "method", "status_code"],
+    buckets=_API_BUCKETS_S,
+)
+
+# --- Workers -----------------------------------------------------------------------------------------------
+DELIVERIES = Counter(
+    "herald_deliveries_total",
+    "Delivery outcomes per attempt: delivered, retried, dead, skipped; error_class is empty on success.",
+    ["provider", "outcome", "error_class"],
+)
+ATTEMPT_DURATION = Histogram(
+    "herald_attempt_duration_seconds",
+    "Duration of one provider call (one attempt).",
+    ["provider"],
+    buckets=_CALL_BUCKETS_S,
+)
+DELIVERY_LATENCY = Histogram(
+    "herald_delivery_latency_seconds",
+    "Time from the API accepting an event to the provider confirming delivery.",
+    ["provider"],
+    buckets=_E2E_BUCKETS_S,
+)
+RETRIES = Counter(
+    "herald_retries_total",
+    "Retries scheduled, by provider and the number of the attempt that failed.",
+    ["provider", "attempt"],
+)
+WORKER_INFLIGHT = Gauge(
+    "herald_worker_inflight",
+    "Provider calls in flight on this worker.",
+    multiprocess_mode="livesum",
+)
+FANOUT_DELIVERIES = Counter(
+    "herald_fanout_deliveries_total",
+    "Delivery rows created by fan-out, by initial state (pending or skipped).",
+    ["state"],
+)
+
+# --- System state, computed at scrape time from PostgreSQL and Redis ---------------------------------------
+QUEUE_DEPTH = Gauge(
+    "herald_queue_depth",
+    "Messages waiting on a Redis queue (priority sub-lists summed).",
+    ["queue"],
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "herald_queue_oldest_age_seconds",
+    "Age of the oldest delivery published to Redis and not yet claimed by a worker.",
+)
+OUTBOX_BACKLOG = Gauge("herald_outbox_backlog", "Accepted events not fanned out yet.")
+OUTBOX_OLDEST_AGE = Gauge("herald_outbox_oldest_age_seconds", "Age of the oldest event not fanned out yet.")
+DEAD_LETTERS = Gauge("herald_dead_letters", "Deliveries in the dead-letter set, by provider.", ["provider"])
+DELIVERIES_BY_STATE = Gauge(
+    "herald_deliveries_in_state", "Deliveries currently in each non-final state.", ["state"]
+)
