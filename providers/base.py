@@ -58,6 +58,12 @@ class Provider(ABC, Generic[ConfigT]):
         only to targets not yet "delivered"); single-target providers ignore it.
         """
 
+    def preview(self, message: RenderedMessage, config: ConfigT) -> dict[str, Any]:
+        """What `send` would put on the wire for this message, without sending and without secrets.
+
+        Used by the routes dry run (`POST /v1/routes/explain`). Providers override it with their real body."""
+        return {"title": message.title, "text": message.text, "fields": dict(message.fields)}
+
     @classmethod
     def without_targets(cls, config: ConfigT, targets: Sequence[str]) -> ConfigT | None:
         """The config with `targets` removed (for `removed_targets`), or None if this provider has none."""

@@ -14,7 +14,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -89,7 +89,7 @@ def sign(secret: str, msg_id: str, timestamp_s: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
-def envelope(message: RenderedMessage) -> dict[str, object]:
+def envelope(message: RenderedMessage) -> dict[str, Any]:
     return {
         "type": message.event_type,
         "timestamp": message.data.get("created_at"),
@@ -107,6 +107,9 @@ def envelope(message: RenderedMessage) -> dict[str, object]:
 class WebhookProvider(Provider[WebhookConfig]):
     name: ClassVar[str] = "webhook"
     config_model: ClassVar[type[BaseModel]] = WebhookConfig
+
+    def preview(self, message: RenderedMessage, config: WebhookConfig) -> dict[str, Any]:
+        return envelope(message)
 
     async def send(
         self,
