@@ -1,0 +1,87 @@
+"""providers/_http.py: status codes and Retry-After into the error taxonomy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from providers._http import EgressPolicy, HttpResponse, classify_status, excerpt, parse_retry_after
+from shared import errors
+
+
+def response(status: int, body: bytes = b"", **headers: str) -> HttpResponse:
+    return HttpResponse(status, {k.lower().replace("_", "-"): v for k, v in headers.items()}, body)
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_2xx_is_success(status):
+    classify_status("webhook", response(status))
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (301, errors.InvalidPayload),
+        (302, errors.InvalidPayload),
+        (400, errors.InvalidPayload),
+        (413, errors.InvalidPayload),
+        (422, errors.InvalidPayload),
+        (401, errors.AuthFailed),
+        (403, errors.AuthFailed),
+        (404, errors.TargetGone),
+        (410, errors.TargetGone),
+        (408, errors.ProviderUnavailable),
+        (425, errors.ProviderUnavailable),
+        (429, errors.RateLimited),
+        (500, errors.ProviderUnavailable),
+        (502, errors.ProviderUnavailable),
+        (503, errors.ProviderUnavailable),
+        (418, errors.InvalidPayload),
+    ],
+)
+def test_status_classes(status, error):
+    with pytest.raises(error) as caught:
+        classify_status("webhook", response(status, b"why"))
+    assert caught.value.status_code == status
+    assert caught.value.response_excerpt == "why"
+    assert caught.value.retryable == issubclass(error, errors.RetryableError)
+
+
+def test_429_and_503_carry_retry_after():
+    with pytest.raises(errors.RateLimited) as caught:
+        classify_status("webhook", response(429, retry_after="7"))
+    assert caught.value.retry_after_s == 7
+    with pytest.raises(errors.RateLimited) as caught:
+        classify_status("webhook", response(503, retry_after="3"))
+    assert caught.value.retry_after_s == 3
+
+
+def test_retry_after_forms():
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after("1.5", now=now) == 1.5
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now=now) == 90
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=90), usegmt=True), now=now) == 0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("-5", now=now) == 0
+
+
+def test_excerpt_redacts_secrets_and_caps_length():
+    text = excerpt(b"echo: token=abcd1234secret " + b"x" * 2000, secrets=["abcd1234secret"])
+    assert "abcd1234secret" not in text and "[redacted]" in text
+    assert len(text) == 500
+
+
+def test_egress_policy_refuses_private_unless_allowed():
+    import ipaddress
+
+    policy = EgressPolicy()
+    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fd00::1", "0.0.0.0"):
+        assert not policy.permits(ipaddress.ip_address(address)), address
+    assert policy.permits(ipaddress.ip_address("93.184.216.34"))
+    allowed = EgressPolicy(["127.0.0.1/32"])
+    assert allowed.permits(ipaddress.ip_address("127.0.0.1"))
+    assert not allowed.permits(ipaddress.ip_address("127.0.0.2"))
