@@ -16,8 +16,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import metrics as metrics_routes
 from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
+from api.metrics import MetricsMiddleware, StateGauges
 from api.routes import admin, events, health
 from shared.config import Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
@@ -188,10 +190,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(envelope(error="internal error", error_code="internal_error"), status_code=500)
 
+    app.state.state_gauges = StateGauges(settings)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(events.router)
     app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
     return app
 
 

@@ -21,6 +21,9 @@ trap cleanup EXIT INT TERM
 
 $BIN/uvicorn api.app:app --host 127.0.0.1 --port "$PORT" --log-level warning &
 pids+=($!)
+# Pool children write metrics here; the worker's main process serves them on :9808/metrics.
+rm -rf .run/worker-metrics && mkdir -p .run/worker-metrics
+PROMETHEUS_MULTIPROC_DIR="$PWD/.run/worker-metrics" \
 $BIN/celery -A workers.app worker -P prefork -l info --without-gossip --without-mingle --without-heartbeat \
   -Q "${HERALD_QUEUE_NAME:-herald},${HERALD_QUEUE_NAME:-herald}.sweep" >.run/worker.log 2>&1 &
 pids+=($!)
@@ -31,7 +34,8 @@ for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:${PORT}/readyz" >/dev/null 
 KEY="$HERALD_BOOTSTRAP_ADMIN_KEY"
 cat <<MSG
 
-Herald is up: API http://127.0.0.1:${PORT} (docs at /docs), worker log .run/worker.log, beat log .run/beat.log
+Herald is up: API http://127.0.0.1:${PORT} (docs at /docs, metrics at /metrics), worker metrics
+http://127.0.0.1:9808/metrics, logs in .run/worker.log and .run/beat.log
 
 1. Send notifications to a webhook of yours (any route with no project is a catch-all):
    curl -s -X POST http://127.0.0.1:${PORT}/v1/integrations -H "Authorization: Bearer ${KEY}" \\

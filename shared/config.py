@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     sending_lease_s: float = 60.0  # a claimed delivery not finished by then is presumed lost with its worker
     sweep_batch_size: int = 500
 
+    # Each worker's main process serves its pool's aggregated metrics here (0 = any free port, logged;
+    # unset = none). Pool children share PROMETHEUS_MULTIPROC_DIR, which the start-up command must set.
+    worker_metrics_port: int | None = 9808
+    # State gauges (queue depth/age, outbox, dead letters) are read from PostgreSQL and Redis at most this often.
+    metrics_state_ttl_s: float = 5.0
+
     deliver_batch_size: int = 50
     send_timeout_s: float = 15.0
     http_max_connections: int = 512

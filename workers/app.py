@@ -22,7 +22,13 @@ from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_SWEEP, sweep_queue
 # (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway.
 VISIBILITY_TIMEOUT_S = 300
 
-TASK_MODULES = ("workers.signals", "workers.tasks.fanout", "workers.tasks.deliver", "workers.tasks.sweep")
+TASK_MODULES = (
+    "workers.signals",
+    "workers.metrics_server",
+    "workers.tasks.fanout",
+    "workers.tasks.deliver",
+    "workers.tasks.sweep",
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +76,14 @@ class Stack:
         self._worker_runs += 1
         log_path = self.workdir / f"worker-{self._worker_runs}.log"
         queue = self.env["HERALD_QUEUE_NAME"]
+        self.worker_metrics_port = free_port()
+        env = self._proc_env()
+        env["HERALD_WORKER_METRICS_PORT"] = str(self.worker_metrics_port)
+        # As the start-up command does in production: the directory exists before any process imports
+        # prometheus_client.
+        metrics_dir = self.workdir / f"metrics-{self._worker_runs}"
+        metrics_dir.mkdir(exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         self.worker = subprocess.Popen(
             [
                 sys.executable,
@@ -98,7 +107,7 @@ class Stack:
                 f"test{self.redis_db}-{self._worker_runs}@%h",
             ],
             cwd=ROOT,
-            env=self._proc_env(),
+            env=env,
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -154,6 +163,12 @@ class Stack:
                 proc.wait(10)
         self.redis.flushdb()
         self.redis.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, message: str) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from providers import registry
 from providers.base import Receipt, plain_config
+from shared import metrics
 from shared.crypto import DecryptError
 from shared.db.models import Attempt, Delivery, Event, Integration
 from shared.errors import ATTEMPTS_EXHAUSTED, INTERNAL_ERROR, DeliveryError
@@ -64,6 +65,7 @@ class Job:
     config: BaseModel | None
     policy: RetryPolicy
     setup_error: str | None = None  # why the job could not even be attempted
+    accepted_at: datetime | None = None  # when the API accepted the event (for accept->delivered latency)
 
 
 @dataclass
@@ -136,7 +138,16 @@ def prepare(runtime: ProcessRuntime, claimed: list[Claimed]) -> list[Job]:
         if isinstance(config, str):
             jobs.append(Job(c, integration.provider, None, None, policy, setup_error=config))
         else:
-            jobs.append(Job(c, integration.provider, messages[c.event_id], config, policy))
+            jobs.append(
+                Job(
+                    c,
+                    integration.provider,
+                    messages[c.event_id],
+                    config,
+                    policy,
+                    accepted_at=event.created_at,
+                )
+            )
     return jobs
 
 
@@ -180,7 +191,11 @@ async def _send_one(runtime: ProcessRuntime, job: Job) -> Outcome:
 
 
 async def _send_all(runtime: ProcessRuntime, jobs: list[Job]) -> list[Outcome]:
-    return list(await asyncio.gather(*(_send_one(runtime, job) for job in jobs)))
+    metrics.WORKER_INFLIGHT.inc(len(jobs))
+    try:
+        return list(await asyncio.gather(*(_send_one(runtime, job) for job in jobs)))
+    finally:
+        metrics.WORKER_INFLIGHT.dec(len(jobs))
 
 
 def _decide(outcome: Outcome, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -289,6 +304,7 @@ OUTCOME_UPDATE = (
 def record(runtime: ProcessRuntime, outcomes: list[Outcome]) -> None:
     now = datetime.now(UTC)
     decided = [_decide(o, now) for o in outcomes]
+    _observe(outcomes, decided, now)
     failing: dict[uuid.UUID, str] = {}
     healthy: set[uuid.UUID] = set()
     removed: dict[uuid.UUID, set[str]] = {}
@@ -349,6 +365,24 @@ def _remove_targets(
     row.config_key_id = runtime.keyring.primary_kid
     row.updated_at = now_utc()
     log.info("integration %s: removed %d target(s) the provider reported gone", integration_id, len(targets))
+
+
+_OUTCOME_LABEL = {"delivered": "delivered", "retrying": "retried", "dead": "dead"}
+
+
+def _observe(
+    outcomes: list[Outcome], decided: list[tuple[dict[str, Any], dict[str, Any]]], now: datetime
+) -> None:
+    for outcome, (update_row, attempt) in zip(outcomes, decided, strict=True):
+        provider = outcome.job.provider
+        state = update_row["state"]
+        metrics.DELIVERIES.labels(provider, _OUTCOME_LABEL[state], attempt["error_class"] or "").inc()
+        if outcome.job.setup_error is None:
+            metrics.ATTEMPT_DURATION.labels(provider).observe(outcome.duration_ms / 1000)
+        if state == "delivered" and outcome.job.accepted_at is not None:
+            metrics.DELIVERY_LATENCY.labels(provider).observe((now - outcome.job.accepted_at).total_seconds())
+        elif state == "retrying":
+            metrics.RETRIES.labels(provider, str(min(outcome.job.claimed.attempt_no, 20))).inc()
 
 
 def now_utc() -> datetime:

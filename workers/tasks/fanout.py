@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.events import EventFacts
 from shared.routing import IntegrationTarget, RouteRule, plan
@@ -85,9 +86,14 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
                 insert(Delivery)
                 .values(rows)
                 .on_conflict_do_nothing(constraint="delivery_event_integration_key")
-                .returning(Delivery.id, Delivery.state)
+                .returning(Delivery.id, Delivery.state, Delivery.integration_id)
             )
-            new_pending = [d_id for d_id, state in session.execute(stmt) if state == "pending"]
+            inserted = list(session.execute(stmt))
+            new_pending = [d_id for d_id, state, _ in inserted if state == "pending"]
+            for _d_id, state, integration_id in inserted:
+                metrics.FANOUT_DELIVERIES.labels(state).inc()
+                if state == "skipped":
+                    metrics.DELIVERIES.labels(targets[integration_id].provider, "skipped", "").inc()
         session.execute(
             update(Event)
             .where(Event.id == event_id, Event.fanned_out_at.is_(None))
