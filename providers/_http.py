@@ -119,6 +119,11 @@ class HttpClient:
         )
         return cls(session, policy)
 
+    @property
+    def policy(self) -> EgressPolicy:
+        """The egress policy, for transports that do not go through this client (SMTP, HTTP/2 to APNs)."""
+        return self._policy
+
     async def close(self) -> None:
         await self._session.close()
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 PROVIDERS: dict[str, str] = {
     "webhook": "providers.webhook:WebhookProvider",
+    "smtp": "providers.email_smtp:SmtpProvider",
+    "ses": "providers.email_ses:SesProvider",
 }
 
 

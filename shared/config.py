@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Outgoing requests to private/loopback/link-local addresses are refused unless listed here.
     # Comma-separated, e.g. HERALD_EGRESS_ALLOW_CIDRS=127.0.0.1/32,10.1.0.0/16
     egress_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A PEM CA bundle trusted besides the system store for TLS the HTTP client does not make (SMTP, APNs over
+    # HTTP/2): a private mail relay's CA, or the tests' generated one.
+    tls_ca_file: str | None = None
 
     @field_validator("egress_allow_cidrs", mode="before")
     @classmethod

@@ -1,0 +1,100 @@
+"""A fake Amazon SES v2 endpoint that verifies the SigV4 signature of every request it answers by default.
+
+The signature is recomputed with botocore's signer from what arrived on the wire (method, path, the signed
+headers, the body, the `X-Amz-Date`), with the secret key the test generated; a mismatch gets SES's 403
+`SignatureDoesNotMatch`. Scripted replies (throttling, MessageRejected ...) are answered as scripted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import string
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tests.fakes.server import FakeServer, Recorded, Reply
+
+SEND_PATH = "/v2/email/outbound-emails"
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
+    r" ?SignedHeaders=(?P<signed>[^,]+), ?Signature=(?P<sig>[0-9a-f]{64})$"
+)
+
+
+def generated_credentials() -> tuple[str, str]:
+    """An access key id and secret in AWS's shapes, random per test run (never a real key)."""
+    akid = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+    return akid, secrets.token_urlsafe(30)
+
+
+def ses_error(status: int, code: str, message: str) -> Reply:
+    return Reply(
+        status,
+        orjson.dumps({"__type": code, "message": message}),
+        headers={"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazonaws.sesv2/"},
+        content_type="application/json",
+    )
+
+
+class FakeSes(FakeServer):
+    def __init__(self, access_key_id: str, secret_access_key: str, region: str = "eu-west-1") -> None:
+        super().__init__(default_reply=self._answer)
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.region = region
+        self.verified: list[Recorded] = []
+        self.rejected: list[str] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def verify(self, req: Recorded) -> str | None:
+        """None if `req` carries a valid SigV4 signature for our key, else why not."""
+        match = _AUTH.match(req.headers.get("authorization", ""))
+        if not match:
+            return "missing or malformed Authorization"
+        if match["akid"] != self.access_key_id:
+            return "unknown access key"
+        if match["region"] != self.region or match["service"] != "ses":
+            return "wrong credential scope"
+        amz_date = req.headers.get("x-amz-date", "")
+        try:
+            signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return "bad X-Amz-Date"
+        if abs((datetime.now(UTC) - signed_at).total_seconds()) > 300 or amz_date[:8] != match["date"]:
+            return "signature expired or dated elsewhere"
+        names = match["signed"].split(";")
+        if "host" not in names or "x-amz-date" not in names:
+            return "host and x-amz-date must be signed"
+        url = f"http://127.0.0.1:{self.port}{req.path}" + (f"?{req.query}" if req.query else "")
+        request = AWSRequest(
+            method=req.method, url=url, data=req.body, headers={n: req.headers.get(n, "") for n in names}
+        )
+        request.context["timestamp"] = amz_date
+        signer = SigV4Auth(Credentials(self.access_key_id, self.secret_access_key), "ses", self.region)
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+        if not hmac.compare_digest(expected, match["sig"]):
+            return "signature does not match"
+        return None
+
+    def _answer(self, req: Recorded) -> Reply:
+        problem = self.verify(req)
+        if problem is not None:
+            self.rejected.append(problem)
+            return ses_error(403, "SignatureDoesNotMatch", problem)
+        if req.method != "POST" or req.path != SEND_PATH:
+            return ses_error(404, "NotFoundException", "no such operation")
+        self.verified.append(req)
+        return Reply(
+            200, orjson.dumps({"MessageId": f"0102-{uuid.uuid4()}"}), content_type="application/json"
+        )

@@ -1,0 +1,292 @@
+"""A real SMTP server for tests (aiosmtpd), with a generated TLS certificate, AUTH and scripted replies.
+
+Also home of the tests' TLS material: a throwaway CA and a leaf certificate for 127.0.0.1/localhost, written
+to a directory, shared with the APNs fake. Nothing here is a real credential.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email
+import email.policy
+import ipaddress
+import socket
+import ssl
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+USERNAME = "herald-test"
+PASSWORD = "smtp-pass-" + "0f3c9a7e21"  # generated for tests, never a real one
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def server_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """A CA and a server certificate for 127.0.0.1 and localhost, valid for a day."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Herald test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        ca_file=str(directory / "ca.pem"),
+        cert_file=str(directory / "server.pem"),
+        key_file=str(directory / "server.key"),
+    )
+    Path(files.ca_file).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    Path(files.cert_file).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    Path(files.key_file).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    peer_port: int  # the client's source port: equal for messages sent over one connection
+    tls: bool
+    authenticated: bool
+
+    @property
+    def message(self) -> EmailMessage:
+        msg = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+    def part(self, subtype: str) -> str:
+        body = self.message.get_body(preferencelist=(subtype,))
+        assert body is not None, f"no text/{subtype} part"
+        content: str = body.get_content()
+        return content
+
+
+@dataclass
+class _Handler:
+    server: FakeSmtp
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ):
+        session.host_name = hostname
+        self.server._remember(server)
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ):
+        scripted = self.server._next("MAIL")
+        if scripted:
+            return scripted
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ):
+        scripted = self.server._next(f"RCPT {address.lower()}")
+        if scripted:
+            return scripted
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        scripted = self.server._next("DATA")
+        if scripted:
+            return scripted
+        self.server._record(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                raw=envelope.original_content or envelope.content,
+                peer_port=session.peer[1],
+                tls=session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
+                authenticated=bool(session.authenticated),
+            )
+        )
+        return "250 2.0.0 Message accepted for delivery"
+
+
+@dataclass
+class FakeSmtp:
+    """`mode`: "starttls" (STARTTLS required before AUTH/MAIL), "tls" (implicit TLS), "plain" (no TLS offered)."""
+
+    tls: TlsFiles
+    mode: str = "starttls"
+    username: str = USERNAME
+    password: str = PASSWORD
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    connections: int = 0
+    _scripts: dict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
+    _protocols: list[Any] = field(default_factory=list)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _controller: Controller | None = None
+
+    def start(self) -> FakeSmtp:
+        self.port = free_port()
+        kwargs: dict[str, Any] = {
+            "hostname": "127.0.0.1",
+            "port": self.port,
+            "authenticator": self._authenticate,
+            "auth_required": True,
+            # implicit TLS is TLS from the start, but aiosmtpd only counts STARTTLS as "TLS" for AUTH
+            "auth_require_tls": self.mode == "starttls",
+        }
+        if self.mode == "starttls":
+            kwargs |= {"tls_context": self.tls.server_context(), "require_starttls": True}
+        elif self.mode == "tls":
+            kwargs["ssl_context"] = self.tls.server_context()
+        self._controller = Controller(_Handler(self), **kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    def __enter__(self) -> FakeSmtp:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # scripting
+    def script(self, stage: str, *replies: str) -> None:
+        """Replies for the next commands at `stage`: "MAIL", "DATA" or "RCPT <address>"."""
+        with self._lock:
+            self._scripts[stage].extend(replies)
+
+    def close_connections(self) -> None:
+        """Drop every open session from the server side, as a server does with idle connections."""
+        assert self._controller is not None and self._controller.loop is not None
+        with self._lock:
+            protocols, self._protocols = self._protocols, []
+        for proto in protocols:
+            transport = getattr(proto, "transport", None)
+            if transport is not None:
+                self._controller.loop.call_soon_threadsafe(transport.close)
+
+    def wait_for(self, count: int, timeout_s: float = 20.0) -> list[Received]:
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.received) >= count, timeout_s)
+            return list(self.received)
+
+    # handler callbacks (server thread)
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.username.encode()
+            and auth_data.password == self.password.encode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    def _next(self, stage: str) -> str | None:
+        with self._lock:
+            queue = self._scripts.get(stage)
+            return queue.popleft() if queue else None
+
+    def _remember(self, protocol: Any) -> None:
+        with self._lock:
+            if protocol not in self._protocols:
+                self._protocols.append(protocol)
+                self.connections += 1
+
+    def _record(self, received: Received) -> None:
+        with self._lock:
+            self.received.append(received)
+            self._lock.notify_all()
+
+
+@contextlib.contextmanager
+def smtp_server(tls: TlsFiles, mode: str = "starttls"):
+    server = FakeSmtp(tls, mode=mode).start()
+    try:
+        yield server
+    finally:
+        server.stop()

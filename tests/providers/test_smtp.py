@@ -1,0 +1,244 @@
+"""SMTP provider against a real aiosmtpd server: STARTTLS and implicit TLS, AUTH, reply classes, recipients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from providers._http import HttpClient
+from providers.base import Receipt
+from providers.email_smtp import SmtpConfig, SmtpProvider
+from shared.errors import (
+    AuthFailed,
+    DeliveryError,
+    EgressDenied,
+    InvalidPayload,
+    ProviderUnavailable,
+    RateLimited,
+    TargetGone,
+)
+from shared.rendering import RenderedMessage
+from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, TlsFiles, make_tls
+
+T = TypeVar("T")
+# aiosmtpd warns that implicit TLS with AUTH "does not require TLS": it only counts STARTTLS as TLS.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
+MESSAGE = RenderedMessage(
+    kind="release",
+    event_type="release.created",
+    title="checkout 1.4.2 released to prod",
+    text="Fixes the <login> crash",
+    severity="error",
+    fields=[("Project", "checkout"), ("Version", "1.4.2")],
+    link="https://admin.example/r/142",
+    footer="Herald · checkout",
+    lifecycle_key="checkout:prod:1.4.2",
+)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def smtp(tls: TlsFiles) -> Iterator[FakeSmtp]:
+    with FakeSmtp(tls) as server:
+        yield server
+
+
+def config(server: FakeSmtp, **overrides: Any) -> SmtpConfig:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "tls" if server.mode == "tls" else "starttls",
+        "username": USERNAME,
+        "password": PASSWORD,
+        "from_address": "Herald <herald@example.com>",
+        "to": ["ana@example.com", "bo@example.com"],
+        "timeout_s": 5,
+    }
+    values.update(overrides)
+    return SmtpConfig.model_validate(values)
+
+
+def with_provider(
+    tls: TlsFiles, body: Callable[[SmtpProvider], Awaitable[T]], *, allow: tuple[str, ...] = ("127.0.0.1/32",)
+) -> T:
+    async def run() -> T:
+        http = HttpClient.create(allow_cidrs=allow)
+        try:
+            return await body(SmtpProvider(http, tls_ca_file=tls.ca_file))
+        finally:
+            await http.close()
+
+    return asyncio.run(run())
+
+
+def send_once(tls: TlsFiles, cfg: SmtpConfig, progress: dict[str, str] | None = None) -> Receipt:
+    async def body(p: SmtpProvider) -> Receipt:
+        return await p.send(MESSAGE, cfg, idempotency_key="d-1", previous_ref=None, progress=progress)
+
+    return with_provider(tls, body)
+
+
+def send_error(tls: TlsFiles, cfg: SmtpConfig, progress: dict[str, str] | None = None) -> DeliveryError:
+    with pytest.raises(DeliveryError) as info:
+        send_once(tls, cfg, progress)
+    return info.value
+
+
+def test_starttls_auth_multipart_to_every_recipient(smtp: FakeSmtp, tls: TlsFiles):
+    receipt = send_once(tls, config(smtp, cc=["cy@example.com"]))
+    [got] = smtp.wait_for(1)
+    assert got.tls and got.authenticated
+    assert got.mail_from == "herald@example.com"
+    assert sorted(got.rcpt_tos) == ["ana@example.com", "bo@example.com", "cy@example.com"]
+    msg = got.message
+    assert msg["Subject"] == "[ERROR] checkout 1.4.2 released to prod"
+    assert msg["To"] == "ana@example.com, bo@example.com"
+    assert msg["Cc"] == "cy@example.com"
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = got.part("plain"), got.part("html")
+    assert "Fixes the <login> crash" in text and "Details: https://admin.example/r/142" in text
+    assert "Fixes the &lt;login&gt; crash" in html  # autoescaped
+    assert 'href="https://admin.example/r/142"' in html
+    assert receipt.target_progress == {r: "delivered" for r in got.rcpt_tos}
+
+
+def test_implicit_tls(tls: TlsFiles):
+    with FakeSmtp(tls, mode="tls") as server:
+        send_once(tls, config(server))
+        [got] = server.wait_for(1)
+        assert got.tls and got.authenticated
+
+
+def test_connection_reused_and_survives_server_closing_it(smtp: FakeSmtp, tls: TlsFiles):
+    cfg = config(smtp)
+
+    async def body(p: SmtpProvider) -> None:
+        await p.send(MESSAGE, cfg, idempotency_key="d-1", previous_ref=None)
+        await p.send(MESSAGE, cfg, idempotency_key="d-2", previous_ref=None)
+        smtp.close_connections()  # the server drops the idle session
+        await asyncio.sleep(0.3)
+        await p.send(MESSAGE, cfg, idempotency_key="d-3", previous_ref=None)
+
+    with_provider(tls, body)
+    first, second, third = smtp.wait_for(3)
+    assert first.peer_port == second.peer_port  # one connection for both sends
+    assert third.peer_port != first.peer_port  # reconnected after the server closed it
+    assert smtp.connections == 2
+
+
+def test_bad_password_is_auth_failed_and_secret_free(smtp: FakeSmtp, tls: TlsFiles):
+    err = send_error(tls, config(smtp, password="wrong-password-123"))
+    assert isinstance(err, AuthFailed)
+    assert err.status_code == 535
+    assert "wrong-password-123" not in f"{err} {err.detail} {err.response_excerpt}"
+    assert smtp.received == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "expected"),
+    [
+        ("DATA", "451 4.3.0 Local error, try later", ProviderUnavailable),
+        ("DATA", "554 5.6.0 Message rejected", InvalidPayload),
+        ("MAIL", "454 4.7.0 Throttling failure: Maximum sending rate exceeded", RateLimited),
+        ("MAIL", "530 5.7.0 Authentication required", AuthFailed),
+        ("MAIL", "421 4.3.2 Service shutting down", ProviderUnavailable),
+    ],
+)
+def test_reply_codes_are_classified(smtp: FakeSmtp, tls: TlsFiles, stage: str, reply: str, expected: type):
+    smtp.script(stage, reply)
+    err = send_error(tls, config(smtp))
+    assert type(err) is expected
+    assert err.status_code == int(reply[:3])
+    assert err.retryable == reply.startswith("4")
+
+
+def test_transient_recipient_failure_retries_only_that_recipient(smtp: FakeSmtp, tls: TlsFiles):
+    smtp.script("RCPT bo@example.com", "450 4.2.1 Mailbox busy")
+    err = send_error(tls, config(smtp))
+    assert isinstance(err, ProviderUnavailable)
+    assert err.target_progress == {"ana@example.com": "delivered", "bo@example.com": "smtp_450"}
+
+    receipt = send_once(tls, config(smtp), progress=err.target_progress)
+    first, second = smtp.wait_for(2)
+    assert first.rcpt_tos == ["ana@example.com"]
+    assert second.rcpt_tos == ["bo@example.com"]
+    assert receipt.target_progress == {"bo@example.com": "delivered"}
+
+
+def test_every_recipient_refused_for_good_is_target_gone(smtp: FakeSmtp, tls: TlsFiles):
+    smtp.script("RCPT ana@example.com", "550 5.1.1 No such user")
+    smtp.script("RCPT bo@example.com", "550 5.1.1 No such user")
+    err = send_error(tls, config(smtp))
+    assert isinstance(err, TargetGone)
+    assert err.target_progress == {"ana@example.com": "smtp_550", "bo@example.com": "smtp_550"}
+
+
+def test_nothing_left_to_send_sends_nothing(smtp: FakeSmtp, tls: TlsFiles):
+    done = {"ana@example.com": "delivered", "bo@example.com": "delivered"}
+    send_once(tls, config(smtp), progress=done)
+    assert smtp.connections == 0
+
+
+def test_server_without_starttls_gets_nothing_in_the_clear(tls: TlsFiles):
+    with FakeSmtp(tls, mode="plain") as server:
+        err = send_error(tls, config(server))
+        assert isinstance(err, AuthFailed)
+        assert "TLS" in err.detail
+        assert server.received == []
+
+
+def test_untrusted_certificate_is_refused(smtp: FakeSmtp, tls: TlsFiles, tmp_path: Path):
+    other = make_tls(tmp_path / "other")  # a CA that did not sign the server's certificate
+
+    async def body(p: SmtpProvider) -> None:
+        await p.send(MESSAGE, config(smtp), idempotency_key="d-1", previous_ref=None)
+
+    with pytest.raises(AuthFailed, match="certificate"):
+        with_provider(other, body)
+    assert smtp.received == []
+
+
+def test_loopback_refused_without_allow_list(smtp: FakeSmtp, tls: TlsFiles):
+    async def body(p: SmtpProvider) -> None:
+        await p.send(MESSAGE, config(smtp), idempotency_key="d-1", previous_ref=None)
+
+    with pytest.raises(EgressDenied):
+        with_provider(tls, body, allow=())
+    assert smtp.connections == 0
+
+
+def test_config_validation():
+    base = {"host": "smtp.example.com", "from_address": "a@example.com", "to": ["b@example.com"]}
+    assert SmtpConfig.model_validate(base).implicit_tls is False
+    assert SmtpConfig.model_validate({**base, "port": 465}).implicit_tls is True
+    for bad in (
+        {**base, "to": ["not-an-address"]},
+        {**base, "to": []},
+        {**base, "from_address": "a@example.com\r\nBcc: x@evil.example"},
+        {**base, "username": "u"},  # a username without a password
+        {**base, "host": "smtp.example.com\r\nRCPT"},
+        {**base, "to": ["b@example.com", "B@example.com"]},
+    ):
+        with pytest.raises(ValueError):
+            SmtpConfig.model_validate(bad)
+
+
+def test_preview_has_subject_text_html_and_no_password(smtp: FakeSmtp, tls: TlsFiles):
+    cfg = config(smtp)
+    preview = with_provider(tls, lambda p: _async(p.preview(MESSAGE, cfg)))
+    assert preview["subject"] == "[ERROR] checkout 1.4.2 released to prod"
+    assert "<table" in preview["html"] and "Version" in preview["text"]
+    assert PASSWORD not in str(preview)
+
+
+async def _async(value: T) -> T:
+    return value
