@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -68,6 +69,11 @@ class Provider(ABC, Generic[ConfigT]):
     def without_targets(cls, config: ConfigT, targets: Sequence[str]) -> ConfigT | None:
         """The config with `targets` removed (for `removed_targets`), or None if this provider has none."""
         return None
+
+    @classmethod
+    def on_config_update(cls, old: ConfigT, new: ConfigT, *, now: datetime | None = None) -> ConfigT:
+        """The config to store when `new` replaces `old` (the webhook keeps a rotated signing secret)."""
+        return new
 
 
 def secret_values(config: BaseModel) -> Iterator[str]:

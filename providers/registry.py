@@ -18,6 +18,11 @@ PROVIDERS: dict[str, str] = {
     "webhook": "providers.webhook:WebhookProvider",
     "smtp": "providers.email_smtp:SmtpProvider",
     "ses": "providers.email_ses:SesProvider",
+    "slack": "providers.slack:SlackWebhookProvider",
+    "slack_bot": "providers.slack:SlackBotProvider",
+    "discord": "providers.discord:DiscordProvider",
+    "teams": "providers.teams:TeamsProvider",
+    "pagerduty": "providers.pagerduty:PagerDutyProvider",
 }
 
 

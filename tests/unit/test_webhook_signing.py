@@ -48,6 +48,9 @@ def test_config_validation_and_masking():
         "url": "https://example.com/********",
         "headers": {"Authorization": "********"},
         "signing_secret": "********",
+        "previous_signing_secret": None,
+        "signing_secret_rotated_at": None,
+        "template": None,
         "timeout_s": 10.0,
     }
     for bad in (

@@ -1,0 +1,140 @@
+"""Slack Block Kit with a plain-text fallback, within Slack's limits.
+
+Layout: a header (the title), the text as a section, the fields as two-column sections, a link, and a context
+line with the severity and footer. Limits (reference/provider-protocols.md §1.2): 50 blocks, header 150 chars,
+section text 3000, 10 fields per section of 2000 each, fallback `text` kept under 4000. Slack also refuses
+messages whose blocks carry roughly 13k characters in total (`msg_blocks_too_long`, threshold undocumented), so
+the blocks get a total budget below that.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from providers.render.common import TRUNCATION_MARKER, severity_label, truncate
+from shared.rendering import RenderedMessage
+
+MAX_BLOCKS = 50
+MAX_HEADER_CHARS = 150
+MAX_SECTION_TEXT_CHARS = 3000
+MAX_FIELDS_PER_SECTION = 10
+MAX_FIELD_CHARS = 2000
+MAX_FALLBACK_TEXT_CHARS = 4000
+# Below the ~13.2k characters at which Slack answered msg_blocks_too_long in the wild.
+MAX_BLOCKS_TEXT_CHARS = 12000
+
+_EMOJI = {
+    "info": ":information_source:",
+    "warning": ":warning:",
+    "error": ":x:",
+    "critical": ":rotating_light:",
+}
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn control characters: &, < and > must be entities, or user text could forge links/mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escaped(text: str, limit_chars: int) -> str:
+    """`text` escaped for mrkdwn and cut to `limit_chars` without leaving half an entity behind."""
+    out = escape(text)
+    if len(out) <= limit_chars:
+        return out
+    head = out[: limit_chars - len(TRUNCATION_MARKER)]
+    return _PARTIAL_ENTITY.sub("", head).rstrip() + TRUNCATION_MARKER
+
+
+def link(url: str, label: str) -> str:
+    # `|` separates the URL from its label, so it cannot appear raw in the URL.
+    return f"<{escape(url).replace('|', '%7C')}|{escape(label)}>"
+
+
+def emoji(message: RenderedMessage) -> str:
+    if message.event_type.endswith((".success", ".resolved")):
+        return ":white_check_mark:"
+    return _EMOJI.get(message.severity, ":information_source:")
+
+
+def fallback_text(message: RenderedMessage) -> str:
+    """The notification text (what a phone or a screen reader shows), also used when blocks cannot render."""
+    text = message.title + (f"\n{message.text}" if message.text else "")
+    return escaped(text, MAX_FALLBACK_TEXT_CHARS)
+
+
+def _text_len(block: dict[str, Any]) -> int:
+    if "fields" in block:
+        return sum(len(f["text"]) for f in block["fields"])
+    if "elements" in block:
+        return sum(len(e["text"]) for e in block["elements"])
+    return len(block["text"]["text"])
+
+
+def render_blocks(message: RenderedMessage) -> list[dict[str, Any]]:
+    head: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": truncate(message.title, MAX_HEADER_CHARS), "emoji": True},
+        }
+    ]
+    if message.text:
+        head.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": escaped(message.text, MAX_SECTION_TEXT_CHARS)},
+            }
+        )
+    field_blocks: list[dict[str, Any]] = []
+    for start in range(0, len(message.fields), MAX_FIELDS_PER_SECTION):
+        chunk = message.fields[start : start + MAX_FIELDS_PER_SECTION]
+        field_blocks.append(
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": escaped(f"*{name}*\n{value}", MAX_FIELD_CHARS)}
+                    for name, value in chunk
+                ],
+            }
+        )
+    tail: list[dict[str, Any]] = []
+    if message.link:
+        tail.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": link(message.link, "View details")}}
+        )
+    context = f"{emoji(message)} *{severity_label(message.severity)}*"
+    if message.footer:
+        context += f" · {escape(message.footer)}"
+    tail.append({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(context, 2000)}]})
+
+    # Fields are what gets cut when the message is too big: the title, text, link and footer always show.
+    room_blocks = MAX_BLOCKS - len(head) - len(tail)
+    room_chars = MAX_BLOCKS_TEXT_CHARS - sum(_text_len(b) for b in head + tail)
+    kept: list[dict[str, Any]] = []
+    for index, block in enumerate(field_blocks):
+        size = _text_len(block)
+        last = index == len(field_blocks) - 1
+        # Unless this is the last block, leave room for the note that says what was dropped.
+        fits_blocks = len(kept) + 1 <= (room_blocks if last else room_blocks - 1)
+        if not fits_blocks or size > room_chars - (0 if last else 100):
+            dropped = sum(len(b["fields"]) for b in field_blocks[index:])
+            kept.append(_dropped_note(dropped))
+            break
+        kept.append(block)
+        room_chars -= size
+    return head + kept + tail
+
+
+def _dropped_note(dropped_fields: int) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [
+            {"type": "mrkdwn", "text": f"{TRUNCATION_MARKER}: {dropped_fields} more field(s) not shown"}
+        ],
+    }
+
+
+def render(message: RenderedMessage) -> dict[str, Any]:
+    """The body for an incoming webhook or chat.postMessage (without `channel`)."""
+    return {"text": fallback_text(message), "blocks": render_blocks(message)}
