@@ -52,6 +52,11 @@ class _KeyCache:
             return False, None
         return True, hit[1]
 
+    def forget(self, key_hash: str) -> None:
+        """Drop a revoked key at once in this process (other processes notice within the TTL)."""
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
     def put(self, key_hash: str, principal: Principal | None) -> None:
         with self._lock:
             if len(self._entries) > 10_000:
@@ -117,3 +122,12 @@ def require_admin(principal: Authenticated) -> Principal:
 
 
 Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def require_read(principal: Authenticated) -> Principal:
+    """GET routes of the management API: `read` or `admin`."""
+    principal.require("read")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(require_read)]

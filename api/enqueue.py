@@ -1,15 +1,24 @@
 """Publishing tasks by name from the API (it never imports `workers`).
 
-Publishing is best-effort: the event is already committed, and the sweeper publishes anything that did not
-make it. After a failed publish the API stops trying for `PUBLISH_BACKOFF_S`, so a Redis outage costs one
-slow request, not every request.
+Publishing is best-effort: the row is already committed, and the sweeper publishes anything that did not make
+it. After a failed publish the API stops trying for `PUBLISH_BACKOFF_S`, so a Redis outage costs one slow
+publish, not every request.
+
+Fan-out requests are coalesced: `fanout(event_id)` hands the id to a publisher thread and returns at once; the
+thread publishes ONE `fanout` message for every id that arrived within `FANOUT_LINGER_S` (up to
+`FANOUT_MAX_IDS`). Under load a worker then fans out hundreds of events in a few statements and sends their
+deliveries in large concurrent batches, instead of paying a Celery message, a task and several round trips per
+event (bench/run.py measures the difference). An API process that dies before publishing loses only Redis
+messages: its events are in PostgreSQL and the sweeper fans them out after `fanout_grace_s`.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from typing import Any
 
 from celery import Celery
 
@@ -19,6 +28,9 @@ from shared.tasknames import TASK_FANOUT
 log = logging.getLogger(__name__)
 
 PUBLISH_BACKOFF_S = 5.0
+# Long enough to gather a burst, short enough to be invisible next to a provider's 50-500 ms answer.
+FANOUT_LINGER_S = 0.002
+FANOUT_MAX_IDS = 500
 
 
 class Enqueuer:
@@ -35,22 +47,51 @@ class Enqueuer:
         self._queue = settings.queue_name
         self._skip_until = 0.0
         self._lock = threading.Lock()
+        self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._publisher = threading.Thread(target=self._publish_loop, name="fanout-publisher", daemon=True)
+        self._publisher.start()
 
-    def fanout(self, event_id: str) -> bool:
+    def fanout(self, event_id: str) -> None:
+        """Queue a fan-out for publishing; never blocks on Redis."""
+        self._pending.put(event_id)
+
+    def send(self, task_name: str, args: list[Any]) -> bool:
+        """Publish one task by name on the main queue; False (logged) if Redis did not take it."""
         if time.monotonic() < self._skip_until:
             return False
         try:
-            self._app.send_task(
-                TASK_FANOUT, args=[event_id], queue=self._queue, routing_key=self._queue, exchange=""
-            )
+            self._app.send_task(task_name, args=args, queue=self._queue, routing_key=self._queue, exchange="")
             return True
         except Exception as exc:
             with self._lock:
                 self._skip_until = time.monotonic() + PUBLISH_BACKOFF_S
-            log.warning(
-                "could not publish fanout for %s (%s); the sweeper will", event_id, type(exc).__name__
-            )
+            log.warning("could not publish %s (%s); the sweeper will", task_name, type(exc).__name__)
             return False
 
+    def _publish_loop(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + FANOUT_LINGER_S
+            stop = False
+            while len(batch) < FANOUT_MAX_IDS:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._pending.get(timeout=left) if left > 0 else self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.send(TASK_FANOUT, [batch])
+            if stop:
+                return
+
     def close(self) -> None:
+        """Publish what is queued, then stop the publisher."""
+        self._pending.put(None)
+        self._publisher.join(timeout=5)
         self._app.close()

@@ -5,9 +5,21 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from shared.events import PIPELINE_TYPES, RELEASE_TYPES
+from shared.routing import EVENT_KINDS, expand_type_pattern
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
@@ -17,6 +29,54 @@ OpId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Input(BaseModel):
+    """A management request body: unknown fields rejected; UUIDs and times parsed from their JSON strings,
+    booleans and integers strict (no "yes" for true)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every JSON answer: `data` on success, `error` and a machine-readable `error_code` on failure."""
+
+    success: bool
+    data: T | None
+    error: str | None
+    error_code: str | None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    type: str | None
+    message: str | None
+
+
+class ErrorOut(BaseModel):
+    success: Literal[False]
+    data: None
+    error: str
+    error_code: str
+    details: list[ErrorDetail] | None = None
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "bad request",
+        401: "missing or invalid API key (`unauthorized`)",
+        403: "the key lacks the scope (`forbidden`)",
+        404: "no such resource (`not_found`)",
+        409: "conflicts with the current state",
+        413: "request body too large (`body_too_large`)",
+        422: "invalid input; `error` names the field",
+        502: "the vendor refused or failed the exchange",
+        503: "database or queue unavailable; retry later",
+    }
+    return {code: {"model": ErrorOut, "description": what.get(code, "error")} for code in codes}
 
 
 class ReleaseEventIn(Strict):
@@ -75,6 +135,8 @@ class EventAccepted(BaseModel):
 
 class AttemptOut(BaseModel):
     attempt_no: int
+    #: 0 = the current attempt budget; n = from before the n-th most recent redrive
+    redrives_ago: int = 0
     started_at: datetime
     duration_ms: float
     outcome: str
@@ -94,6 +156,23 @@ class DeliveryOut(BaseModel):
     dead_reason: str | None
     delivered_at: datetime | None
     attempts: list[AttemptOut]
+
+
+class DeliveryDetailOut(DeliveryOut):
+    """A delivery with what it carried: for an integration's Recent deliveries panel."""
+
+    event_id: uuid.UUID
+    event_type: str
+    project: str
+    environment: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryDetailOut]
+    #: pass as `cursor` for the next (older) page; null at the end
+    next_cursor: str | None
 
 
 class EventOut(BaseModel):
@@ -119,6 +198,18 @@ class IntegrationIn(Strict):
     retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
+class IntegrationPatch(Input):
+    """Only the fields given change. In `config`, secret fields left out, or sent back masked as the API shows
+    them, keep their stored value; other config fields left out keep theirs too."""
+
+    name: Name | None = None
+    project: Name | None = None
+    enabled: StrictBool | None = None
+    config: dict[str, Any] | None = None
+    retry_max_retries: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
 class IntegrationOut(BaseModel):
     id: uuid.UUID
     name: str
@@ -134,16 +225,51 @@ class IntegrationOut(BaseModel):
     updated_at: datetime
 
 
+class IntegrationSaved(IntegrationOut):
+    #: dead letters re-queued because the credentials changed (seed 001), or queued as a background job
+    redriven: int = 0
+    redrive_job_id: uuid.UUID | None = None
+
+
+class TestSent(BaseModel):
+    delivery_id: uuid.UUID
+    event_id: uuid.UUID
+    #: false if Redis did not take the task; the sweeper then sends it within a sweep interval
+    published: bool
+
+
 Severity = Literal["info", "warning", "error", "critical"]
-EventTypePattern = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_.*]+$")]
+EventTypePattern = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_.*|]+$")]
+FilterValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+KNOWN_TYPES = (*RELEASE_TYPES, *PIPELINE_TYPES)
+
+
+def check_type_pattern(pattern: str) -> str:
+    """Refuse patterns that can never match (a typo would silently route nothing)."""
+    alternatives = expand_type_pattern(pattern)
+    if not alternatives:
+        raise ValueError(f"event type pattern {pattern!r} is empty")
+    for alt in alternatives:
+        kind = alt.split(".", 1)[0]
+        if kind not in EVENT_KINDS and kind != "*":
+            raise ValueError(f"event type {alt!r}: kind must be one of {', '.join(EVENT_KINDS)}")
+        if kind in ("release", "pipeline") and "*" not in alt and "." in alt and alt not in KNOWN_TYPES:
+            known = ", ".join(t for t in KNOWN_TYPES if t.startswith(kind + "."))
+            raise ValueError(f"unknown event type {alt!r}; known: {known}")
+    return pattern
 
 
 class RouteIn(Strict):
     integration_id: uuid.UUID = Field(json_schema_extra={"format": "uuid"})
     project: Name | None = None
     environments: Annotated[list[Name], Field(max_length=50)] = []
+    #: `release.*`, `pipeline.success|failure`, `release.created`, or a bare kind (`incident`); empty = all
     event_types: Annotated[list[EventTypePattern], Field(max_length=50)] = []
     min_severity: Severity = "info"
+    #: pipeline events only; empty = all current and future (seed 003)
+    apps: Annotated[list[FilterValue], Field(max_length=100)] = []
+    clusters: Annotated[list[FilterValue], Field(max_length=100)] = []
+    pipelines: Annotated[list[FilterValue], Field(max_length=100)] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +280,11 @@ class RouteIn(Strict):
                 data = {**data, "integration_id": uuid.UUID(data["integration_id"])}
         return data
 
+    @field_validator("event_types")
+    @classmethod
+    def _types_known(cls, value: list[str]) -> list[str]:
+        return [check_type_pattern(p) for p in value]
+
 
 class RouteOut(BaseModel):
     id: uuid.UUID
@@ -162,4 +293,136 @@ class RouteOut(BaseModel):
     environments: list[str]
     event_types: list[str]
     min_severity: str
+    apps: list[str]
+    clusters: list[str]
+    pipelines: list[str]
     created_at: datetime
+
+
+class ExplainIn(Input):
+    """A sample event, exactly as it would be posted to `/v1/events/{kind}`."""
+
+    kind: Literal["release", "pipeline"]
+    event: dict[str, Any]
+
+
+class ExplainRoute(BaseModel):
+    route_id: uuid.UUID
+    integration_id: uuid.UUID
+    integration_name: str
+    provider: str
+    matched: bool
+    #: why the route does not match (null when it does)
+    reason: str | None
+    #: what the delivery would be: `pending` (sent), `skipped` (integration disabled), or null (no match, or an
+    #: earlier route already leads to this integration)
+    would_deliver: Literal["pending", "skipped"] | None
+    #: the body the provider would send (secrets never included); null when not matched
+    preview: dict[str, Any] | None
+    preview_error: str | None = None
+
+
+class ExplainOut(BaseModel):
+    event_type: str
+    severity: str
+    project: str
+    routes: list[ExplainRoute]
+    #: integrations that would get a delivery, each once
+    integrations: list[uuid.UUID]
+
+
+DeadLetterState = Literal["dead", "skipped"]
+
+
+class DeadLetterOut(BaseModel):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    integration_id: uuid.UUID
+    integration_name: str
+    provider: str
+    project: str
+    event_type: str
+    state: str
+    reason: str | None
+    last_error_class: str | None
+    last_error_detail: str | None
+    attempt_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetterOut]
+    #: every match of the filter (not just this page), by reason (`skipped` rows count under "skipped")
+    counts_by_reason: dict[str, int]
+    total: int
+    next_cursor: str | None
+
+
+class DeadLetterSelect(Input):
+    """Which dead letters: by `ids`, or by filters (all given filters must hold). An empty selection is refused
+    unless `all` is true, so a forgotten filter cannot redrive or purge everything by accident."""
+
+    ids: Annotated[list[uuid.UUID], Field(max_length=1000)] = []
+    integration_id: uuid.UUID | None = None
+    project: Name | None = None
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    states: Annotated[list[DeadLetterState], Field(min_length=1, max_length=2)] = ["dead"]
+    all: StrictBool = False
+
+
+class BulkResult(BaseModel):
+    action: Literal["redrive", "purge"]
+    #: rows matching the selection when the request was made
+    matched: int
+    #: rows re-queued (redrive) or deleted (purge) so far; equals the total when `state` is `done`
+    processed: int
+    state: Literal["queued", "running", "done", "failed"]
+    #: set when the set was large and runs in the background: poll GET /v1/dead-letters/jobs/{job_id}
+    job_id: uuid.UUID | None = None
+
+
+class BulkJobOut(BaseModel):
+    id: uuid.UUID
+    action: str
+    state: str
+    matched: int
+    processed: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+Scope = Literal["admin", "ingest", "read"]
+
+
+class ApiKeyIn(Input):
+    name: Name
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)]
+    #: ingest keys only: the one project this key may post events for
+    project: Name | None = None
+
+    @model_validator(mode="after")
+    def _project_for_ingest_only(self) -> ApiKeyIn:
+        if self.project is not None and set(self.scopes) != {"ingest"}:
+            raise ValueError("project binding is for ingest-only keys")
+        return self
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    #: the first characters of the key, to recognise it; the key itself is never shown again
+    prefix: str
+    scopes: list[str]
+    project: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    #: shown once, here; only its hash is stored
+    key: str

@@ -84,6 +84,29 @@ class Settings(BaseSettings):
             ipaddress.ip_network(cidr, strict=False)
         return value
 
+    # Management (issue 6). Retention: delivered deliveries (with their attempts) and events left without
+    # deliveries are pruned once older than this many days, `retention_batch_size` rows per statement, every
+    # `retention_interval_s` (beat). 0 days = keep everything. Dead letters are never pruned: purge them.
+    retention_days: float = 30.0
+    retention_interval_s: float = 3600.0
+    retention_batch_size: int = 5000
+    # A dead-letter redrive or purge of more rows than this runs as a background task (bulk_job).
+    dlq_inline_limit: int = 1000
+    dlq_batch_size: int = 1000
+    # OAuth connect (seed 001). The callback URL given to the vendor is
+    # `{public_base_url}/v1/oauth/{provider}/callback`; vendor URLs are settings so tests use fake servers.
+    public_base_url: str = "http://127.0.0.1:8000"
+    oauth_state_ttl_s: float = 600.0
+    oauth_timeout_s: float = 10.0
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_authorize_url: str = "https://slack.com/oauth/v2/authorize"
+    slack_token_url: str = "https://slack.com/api/oauth.v2.access"  # noqa: S105 (a URL, not a secret)
+    discord_client_id: str | None = None
+    discord_client_secret: SecretStr | None = None
+    discord_authorize_url: str = "https://discord.com/oauth2/authorize"
+    discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS

@@ -75,6 +75,9 @@ def render(event: EventFacts) -> RenderedMessage:
         title = str(event.payload.get("title") or event.type)
         text = str(event.payload.get("message") or "")
         fields = []
+    if event.payload.get("test") is True:
+        # The integration Test button's event (api/routes/integrations.py): never mistaken for a real release.
+        title = f"[TEST] {title}"
     data = {
         "event_id": str(event.id),
         "type": event.type,

@@ -1,8 +1,13 @@
 """Which integrations an event goes to: a pure function of the event and the routes (no I/O).
 
-A route matches when its project is the event's or NULL (catch-all), its environments and event types are
-empty (= all) or contain the event's (types may be patterns such as `release.*`), and the event is at least
-its minimum severity. An integration bound to a project only ever receives that project's events.
+A route matches when, in this order:
+- its project is the event's or NULL (catch-all);
+- its environments are empty (= all) or contain the event's;
+- its event types are empty (= all) or one of them matches the event's type (`type_matches`);
+- for pipeline events only, its apps, clusters and pipelines are each empty (= all current and future, seed 003)
+  or contain the event's (these filters say nothing about release or incident events);
+- the event is at least its minimum severity.
+An integration bound to a project only ever receives that project's events.
 An event goes to each integration once, however many routes lead there.
 """
 
@@ -15,6 +20,9 @@ from dataclasses import dataclass
 
 from shared.events import EventFacts, severity_at_least
 
+#: the event kinds a type pattern may start with
+EVENT_KINDS = ("release", "pipeline", "incident")
+
 
 @dataclass(frozen=True)
 class RouteRule:
@@ -24,6 +32,9 @@ class RouteRule:
     environments: Sequence[str]
     event_types: Sequence[str]
     min_severity: str
+    apps: Sequence[str] = ()
+    clusters: Sequence[str] = ()
+    pipelines: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -41,21 +52,57 @@ class PlannedDelivery:
     state: str
 
 
+def expand_type_pattern(pattern: str) -> list[str]:
+    """`pipeline.success|failure` -> [`pipeline.success`, `pipeline.failure`].
+
+    An alternative without a dot takes the prefix of the first one; one with a dot stands alone
+    (`release.*|pipeline.failure`)."""
+    alternatives = [a.strip() for a in pattern.split("|") if a.strip()]
+    if not alternatives:
+        return []
+    first = alternatives[0]
+    prefix = first.rsplit(".", 1)[0] + "." if "." in first else ""
+    return [first] + [a if "." in a or not prefix else prefix + a for a in alternatives[1:]]
+
+
+def type_matches(event_type: str, pattern: str) -> bool:
+    """Exact (`release.created`), glob (`release.*`), alternatives (`pipeline.success|failure`), or a bare
+    kind (`incident`, `release`) meaning every type of that kind."""
+    for alternative in expand_type_pattern(pattern):
+        if event_type == alternative or fnmatch.fnmatchcase(event_type, alternative):
+            return True
+        if "." not in alternative and event_type.startswith(alternative + "."):
+            return True
+    return False
+
+
 def route_mismatch(event: EventFacts, route: RouteRule) -> str | None:
     """Why `route` does not match `event`, or None when it does."""
     if route.project is not None and route.project != event.project:
         return f"project {event.project!r} is not {route.project!r}"
     if route.environments and event.environment not in route.environments:
         return f"environment {event.environment!r} not in {list(route.environments)}"
-    if route.event_types and not any(_type_matches(event.type, p) for p in route.event_types):
+    if route.event_types and not any(type_matches(event.type, p) for p in route.event_types):
         return f"event type {event.type!r} not in {list(route.event_types)}"
+    if event.kind == "pipeline":
+        for label, key, allowed in (
+            ("app", "app", route.apps),
+            ("cluster", "cluster", route.clusters),
+            ("pipeline", "pipeline", route.pipelines),
+        ):
+            value = event.payload.get(key)
+            if allowed and value not in allowed:
+                return f"{label} {value!r} not in {list(allowed)}"
     if not severity_at_least(event.severity, route.min_severity):
         return f"severity {event.severity!r} below {route.min_severity!r}"
     return None
 
 
-def _type_matches(event_type: str, pattern: str) -> bool:
-    return event_type == pattern or fnmatch.fnmatchcase(event_type, pattern)
+def target_mismatch(event: EventFacts, target: IntegrationTarget) -> str | None:
+    """Why the integration itself refuses the event (bound to another project), or None."""
+    if target.project is not None and target.project != event.project:
+        return f"integration is bound to project {target.project!r}"
+    return None
 
 
 def plan(
@@ -68,7 +115,7 @@ def plan(
         target = integrations.get(route.integration_id)
         if target is None or route.integration_id in planned:
             continue
-        if target.project is not None and target.project != event.project:
+        if target_mismatch(event, target) is not None:
             continue
         if route_mismatch(event, route) is not None:
             continue

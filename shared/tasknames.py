@@ -3,6 +3,8 @@
 TASK_FANOUT = "herald.fanout"
 TASK_DELIVER = "herald.deliver"
 TASK_SWEEP = "herald.sweep"
+TASK_REDRIVE = "herald.redrive"  # a bulk dead-letter redrive or purge (bulk_job row)
+TASK_RETENTION = "herald.retention"
 
 
 def sweep_queue(queue_name: str) -> str:

@@ -14,7 +14,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
-from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_SWEEP, sweep_queue
+from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_RETENTION, TASK_SWEEP, sweep_queue
 
 # A visibility timeout well above the longest task (a batch of sends, each bounded by send_timeout_s <= 30 s,
 # plus its database writes) so a slow batch is never redelivered while running, yet short enough that a
@@ -28,6 +28,8 @@ TASK_MODULES = (
     "workers.tasks.fanout",
     "workers.tasks.deliver",
     "workers.tasks.sweep",
+    "workers.tasks.redrive",
+    "workers.tasks.retention",
 )
 
 
@@ -93,7 +95,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.sweep_interval_s,
                 # A sweep that waited longer than a few intervals is stale; the next one does the same work.
                 "options": {"expires": max(5.0, settings.sweep_interval_s * 5)},
-            }
+            },
+            "retention": {
+                "task": TASK_RETENTION,
+                "schedule": settings.retention_interval_s,
+                "options": {"expires": settings.retention_interval_s},
+            },
         },
         "worker_hijack_root_logger": False,
     }

@@ -14,8 +14,17 @@ from sqlalchemy.dialects.postgresql import insert
 
 from api.deps import Authenticated, DbSession
 from api.errors import ApiError, envelope, not_found
-from api.schemas import AttemptOut, DeliveryOut, EventAccepted, EventOut, PipelineEventIn, ReleaseEventIn
-from shared.db.models import Attempt, Delivery, Event
+from api.routes.deliveries import attempts_of
+from api.schemas import (
+    DeliveryOut,
+    Envelope,
+    EventAccepted,
+    EventOut,
+    PipelineEventIn,
+    ReleaseEventIn,
+    error_responses,
+)
+from shared.db.models import Delivery, Event
 from shared.events import (
     pipeline_lifecycle_key,
     pipeline_severity,
@@ -23,7 +32,7 @@ from shared.events import (
     release_severity,
 )
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 403, 413, 422, 503))
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
@@ -88,7 +97,9 @@ def _accept(
     return envelope(data.model_dump(mode="json"))
 
 
-@router.post("/release", status_code=202)
+@router.post(
+    "/release", status_code=202, response_model=Envelope[EventAccepted], responses=error_responses(409)
+)
 def post_release_event(
     body: ReleaseEventIn,
     request: Request,
@@ -112,7 +123,9 @@ def post_release_event(
     )
 
 
-@router.post("/pipeline", status_code=202)
+@router.post(
+    "/pipeline", status_code=202, response_model=Envelope[EventAccepted], responses=error_responses(409)
+)
 def post_pipeline_event(
     body: PipelineEventIn,
     request: Request,
@@ -136,21 +149,14 @@ def post_pipeline_event(
     )
 
 
-@router.get("/{event_id}")
+@router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
 def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
     event = session.get(Event, event_id)
     if event is None:
         raise not_found("event")
     principal.require_project(event.project)
     deliveries = list(session.scalars(select(Delivery).where(Delivery.event_id == event_id)))
-    attempts: dict[uuid.UUID, list[AttemptOut]] = {}
-    if deliveries:
-        for a in session.scalars(
-            select(Attempt)
-            .where(Attempt.delivery_id.in_([d.id for d in deliveries]))
-            .order_by(Attempt.attempt_no)
-        ):
-            attempts.setdefault(a.delivery_id, []).append(AttemptOut.model_validate(a, from_attributes=True))
+    attempts = attempts_of(session, [d.id for d in deliveries])
     out = EventOut(
         id=event.id,
         kind=event.kind,

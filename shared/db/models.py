@@ -92,6 +92,10 @@ class Route(Base):
     environments: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
     min_severity: Mapped[str] = mapped_column(String(16), server_default="info")
+    # Pipeline events only (seed 003): empty = all current and future apps, clusters, pipelines.
+    apps: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
+    clusters: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
+    pipelines: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),)
@@ -163,6 +167,13 @@ class Delivery(Base):
         ),
         Index("delivery_lease_idx", "lease_expires_at", postgresql_where=text("state = 'sending'")),
         Index("delivery_dead_idx", "integration_id", "updated_at", postgresql_where=text("state = 'dead'")),
+        # Dead-letter listings across integrations (newest first) and retention's scan of old delivered rows.
+        Index(
+            "delivery_dlq_updated_idx", "updated_at", postgresql_where=text("state IN ('dead', 'skipped')")
+        ),
+        Index("delivery_delivered_at_idx", "delivered_at", postgresql_where=text("state = 'delivered'")),
+        # An integration's recent deliveries, newest first (GET /v1/integrations/{id}/deliveries).
+        Index("delivery_integration_created_idx", "integration_id", "created_at"),
     )
 
 
@@ -174,6 +185,9 @@ class Attempt(Base):
         UUID(as_uuid=True), ForeignKey("delivery.id", ondelete="CASCADE")
     )
     attempt_no: Mapped[int] = mapped_column(SmallInteger)
+    # A redrive gives the delivery a fresh attempt budget (attempt_count back to 0); its earlier attempts are
+    # kept with this bumped, so 0 = the current budget and n = from before the n-th most recent redrive.
+    redrives_ago: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(String(16))  # delivered | retrying | dead | lost
@@ -182,4 +196,30 @@ class Attempt(Base):
     # Redacted and capped; see providers/_http.py
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("delivery_id", "attempt_no", name="attempt_delivery_no_key"),)
+    # The workers insert attempts ON CONFLICT ON CONSTRAINT attempt_delivery_no_key: the name is the contract.
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "redrives_ago", "attempt_no", name="attempt_delivery_no_key"),
+    )
+
+
+class BulkJob(Base):
+    """A dead-letter redrive or purge too large for one request, run by `workers/tasks/redrive.py`."""
+
+    __tablename__ = "bulk_job"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    action: Mapped[str] = mapped_column(String(16))  # redrive | purge
+    # The dead-letter filter (shared/deadletters.py), with `until` fixed at creation so the set is a snapshot.
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(String(16), server_default="queued")  # queued|running|done|failed
+    matched: Mapped[int] = mapped_column(Integer, server_default="0")
+    processed: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("action IN ('redrive', 'purge')", name="bulk_job_action_valid"),
+        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="bulk_job_state_valid"),
+    )

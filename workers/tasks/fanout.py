@@ -50,7 +50,17 @@ def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
             return []
         facts = event_facts(event)
         routes = [
-            RouteRule(r.id, r.integration_id, r.project, r.environments, r.event_types, r.min_severity)
+            RouteRule(
+                r.id,
+                r.integration_id,
+                r.project,
+                r.environments,
+                r.event_types,
+                r.min_severity,
+                apps=r.apps,
+                clusters=r.clusters,
+                pipelines=r.pipelines,
+            )
             for r in session.scalars(
                 select(Route).where((Route.project.is_(None)) | (Route.project == facts.project))
             )

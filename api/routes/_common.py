@@ -1,0 +1,163 @@
+"""Helpers shared by the management routes: integration configs (validate, mask, merge), cursors, redrive."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from api.schemas import BulkResult, IntegrationOut
+from providers import registry
+from providers.base import mask_config, plain_config, secret_values
+from shared import deadletters
+from shared.crypto import DecryptError, KeyRing
+from shared.db.models import BulkJob, Integration
+from shared.secrets_at_rest import decrypt_config
+from shared.tasknames import TASK_DELIVER, TASK_REDRIVE
+
+MAX_PAGE = 200
+
+
+def validated_config(provider: str, config: dict[str, Any]) -> BaseModel:
+    try:
+        model = registry.config_model(provider)
+    except registry.UnknownProvider:
+        raise ApiError(
+            422,
+            "unknown_provider",
+            f"unknown provider {provider[:32]!r}; known: {', '.join(registry.names())}",
+        ) from None
+    try:
+        return model.model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        # Only the field name and pydantic's message: never the input, which may be a secret.
+        raise ApiError(422, "invalid_config", f"config.{field}: {first['msg']}") from None
+
+
+def stored_config(keyring: KeyRing, row: Integration) -> BaseModel:
+    """The integration's config, decrypted and validated; 409 if the configured keys cannot read it."""
+    try:
+        return registry.config_model(row.provider).model_validate(
+            decrypt_config(keyring, row.id, row.config_ciphertext)
+        )
+    except (DecryptError, registry.UnknownProvider, ValidationError, ValueError):
+        raise ApiError(
+            409, "config_unreadable", "the stored config cannot be read with the configured keys"
+        ) from None
+
+
+def integration_out(keyring: KeyRing, row: Integration) -> dict[str, Any]:
+    try:
+        masked = mask_config(stored_config(keyring, row))
+    except ApiError:
+        masked = {"error": "config cannot be read with the configured keys"}
+    return IntegrationOut(
+        id=row.id,
+        name=row.name,
+        provider=row.provider,
+        project=row.project,
+        enabled=row.enabled,
+        failing=row.failing,
+        failing_reason=row.failing_reason,
+        config=masked,
+        retry_max_retries=row.retry_max_retries,
+        retry_base_delay_s=row.retry_base_delay_s,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    ).model_dump(mode="json")
+
+
+def merge_config(stored: BaseModel, new: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """The config to validate for an update: `new`, where a value sent back exactly as the API masked it keeps
+    the stored secret, and an omitted secret field keeps its stored value (`partial`: any omitted field does).
+    This is what lets a UI round-trip the masked config it was shown without re-entering every secret."""
+    plain = plain_config(stored)
+    masked = mask_config(stored)
+    merged = _merge(new, masked, plain)
+    for key, plain_value in plain.items():
+        if key not in new and (partial or masked.get(key) != plain_value):
+            merged[key] = plain_value
+    return merged  # type: ignore[no-any-return]
+
+
+def _merge(new: Any, masked: Any, plain: Any) -> Any:
+    if isinstance(new, dict) and isinstance(plain, dict):
+        masked_dict = masked if isinstance(masked, dict) else {}
+        return {k: _merge(v, masked_dict.get(k), plain[k]) if k in plain else v for k, v in new.items()}
+    if masked != plain and new == masked:
+        return plain
+    return new
+
+
+def secrets_changed(old: BaseModel, new: BaseModel) -> bool:
+    return sorted(secret_values(old)) != sorted(secret_values(new))
+
+
+def encode_cursor(ts: datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts.isoformat(), str(row_id)])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, row_id = orjson.loads(raw)
+        parsed = datetime.fromisoformat(ts)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed, uuid.UUID(row_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise ApiError(422, "invalid_cursor", "cursor: not a cursor this API returned") from None
+
+
+def publish_deliveries(request: Request, ids: list[uuid.UUID]) -> bool:
+    """Publish `deliver` batches now. If Redis refuses, the rows were marked queued, so the sweeper republishes
+    them after `requeue_after_s`; nothing is lost, it is only later."""
+    settings = request.app.state.settings
+    size = settings.deliver_batch_size
+    ok = True
+    for start in range(0, len(ids), size):
+        batch = [str(i) for i in ids[start : start + size]]
+        ok = request.app.state.enqueuer.send(TASK_DELIVER, [batch]) and ok
+    return ok
+
+
+def run_bulk(
+    request: Request, session: Session, action: str, flt: deadletters.DeadLetterFilter
+) -> BulkResult:
+    """Redrive or purge the selection: in this request when small, else as a background job (`bulk_job`)."""
+    settings = request.app.state.settings
+    matched = deadletters.count(session, flt)
+    if matched <= settings.dlq_inline_limit:
+        if action == "redrive":
+            ids = deadletters.redrive_batch(session, flt, max(matched, 1), queued=True)
+            session.commit()
+            publish_deliveries(request, ids)
+            processed = len(ids)
+        else:
+            processed = deadletters.purge_batch(session, flt, max(matched, 1))
+            session.commit()
+        return BulkResult(action=action, matched=matched, processed=processed, state="done")
+    # A snapshot: rows that die after this request are not part of it.
+    now = datetime.now(UTC)
+    until = min(flt.until, now) if flt.until else now
+    snapshot = deadletters.DeadLetterFilter(**{**flt.__dict__, "until": until})
+    job = BulkJob(id=uuid.uuid4(), action=action, filters=snapshot.to_json(), matched=matched)
+    session.add(job)
+    session.commit()
+    if not request.app.state.enqueuer.send(TASK_REDRIVE, [str(job.id)]):
+        job.state = "failed"
+        job.error = "the queue is unavailable"
+        session.commit()
+        raise ApiError(
+            503, "queue_unavailable", "the task queue is unavailable; nothing was changed, retry later"
+        )
+    return BulkResult(action=action, matched=matched, processed=0, state="queued", job_id=job.id)

@@ -1,0 +1,257 @@
+"""OAuth connect for Slack and Discord (seed 001): "Continue to Slack", pick a channel, done.
+
+`GET /v1/oauth/{provider}/start` (admin key) redirects to the vendor's authorize page with a signed `state`
+that carries the integration's name and project and expires after `oauth_state_ttl_s`. The vendor sends the
+browser back to `GET /v1/oauth/{provider}/callback?code=...&state=...` (no API key: the signed state is the
+proof it started here), which exchanges the code and stores the returned incoming webhook as an encrypted
+integration, plus a route for its project (or all projects), like the seed's "Route releases from" picker.
+
+- Slack: `oauth.v2.access` (client id/secret, code, redirect_uri) answers `{"ok": true, "incoming_webhook":
+  {"url", "channel", ...}}`, or `{"ok": false, "error": "invalid_code"}` with HTTP 200.
+- Discord: the token endpoint (`grant_type=authorization_code`, scope `webhook.incoming`) answers
+  `{"access_token": ..., "webhook": {"url", "name", ...}}`, or a 4xx `{"error": "invalid_grant"}`.
+The access tokens the vendors also return are not kept: Herald only needs the webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+
+from api.deps import Admin, DbSession
+from api.errors import ApiError, envelope
+from api.routes._common import integration_out
+from api.schemas import Envelope, IntegrationOut, error_responses
+from providers import registry
+from providers.base import plain_config
+from shared.config import Settings
+from shared.crypto import KeyRing
+from shared.db.models import Integration, Route
+from shared.secrets_at_rest import encrypt_config
+
+router = APIRouter(prefix="/v1/oauth", tags=["oauth"], responses=error_responses(422, 503))
+
+Vendor = Literal["slack", "discord"]
+SCOPES = {"slack": "incoming-webhook", "discord": "webhook.incoming"}
+MAX_RESPONSE_BYTES = 64 * 1024
+_SAFE_CODE = re.compile(r"[^a-z0-9_.-]")
+
+
+def _state_key(keyring: KeyRing) -> bytes:
+    # Derived from the primary encryption key, so there is no extra secret to configure; a key rotation only
+    # invalidates the few connects in flight.
+    return hashlib.sha256(b"herald:oauth-state:" + keyring.keys[keyring.primary_kid]).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_state(keyring: KeyRing, claims: dict[str, Any]) -> str:
+    body = _b64(orjson.dumps(claims))
+    mac = hmac.new(_state_key(keyring), body.encode(), hashlib.sha256).digest()
+    return f"{body}.{_b64(mac)}"
+
+
+def verify_state(keyring: KeyRing, state: str, vendor: str, ttl_s: float) -> dict[str, Any]:
+    invalid = ApiError(
+        400, "invalid_state", "state: not issued by this Herald, altered, or expired; start again"
+    )
+    body, _, mac = state.partition(".")
+    try:
+        expected = hmac.new(_state_key(keyring), body.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, _unb64(mac)):
+            raise invalid
+        claims = orjson.loads(_unb64(body))
+    except (ValueError, orjson.JSONDecodeError):
+        raise invalid from None
+    if not isinstance(claims, dict) or claims.get("v") != vendor:
+        raise invalid
+    if not isinstance(claims.get("t"), int) or time.time() - claims["t"] > ttl_s:
+        raise invalid
+    return claims
+
+
+def _client(settings: Settings, vendor: str) -> tuple[str, str]:
+    client_id = getattr(settings, f"{vendor}_client_id")
+    secret = getattr(settings, f"{vendor}_client_secret")
+    if not client_id or secret is None:
+        raise ApiError(
+            409,
+            "oauth_not_configured",
+            f"{vendor} OAuth is not configured: set HERALD_{vendor.upper()}_CLIENT_ID and _CLIENT_SECRET",
+        )
+    if vendor not in registry.PROVIDERS:
+        raise ApiError(409, "provider_unavailable", f"the {vendor} provider is not installed in this Herald")
+    return client_id, secret.get_secret_value()
+
+
+def _redirect_uri(settings: Settings, vendor: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/v1/oauth/{vendor}/callback"
+
+
+@router.get(
+    "/{vendor}/start",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={302: {"description": "to the vendor's authorize page"}, **error_responses(401, 403, 409)},
+)
+def start(
+    vendor: Vendor,
+    request: Request,
+    principal: Admin,
+    name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    project: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> RedirectResponse:
+    """Redirect to Slack's or Discord's consent page. `name` (default: the channel's) and `project` (default:
+    all projects) are carried in the signed state to the callback."""
+    settings: Settings = request.app.state.settings
+    client_id, _ = _client(settings, vendor)
+    claims = {
+        "v": vendor,
+        "n": name,
+        "p": project,
+        "k": principal.key_id,
+        "t": int(time.time()),
+        "x": secrets.token_urlsafe(12),
+    }
+    query = {
+        "client_id": client_id,
+        "scope": SCOPES[vendor],
+        "redirect_uri": _redirect_uri(settings, vendor),
+        "state": sign_state(request.app.state.keyring, claims),
+    }
+    if vendor == "discord":
+        query["response_type"] = "code"
+    url = getattr(settings, f"{vendor}_authorize_url")
+    return RedirectResponse(f"{url}?{urllib.parse.urlencode(query)}", status_code=302)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a token endpoint that redirects is refused, never followed
+
+
+def _post_form(url: str, fields: dict[str, str], timeout_s: float) -> tuple[int, Any]:
+    """POST a form; (status, parsed JSON or None). Connection trouble is a 502 without any detail that could
+    carry the client secret."""
+    request = urllib.request.Request(  # noqa: S310 (the URL is operator configuration, http(s) only)
+        url,
+        data=urllib.parse.urlencode(fields).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(_NoRedirects)
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            status, raw = response.status, response.read(MAX_RESPONSE_BYTES)
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read(MAX_RESPONSE_BYTES)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ApiError(
+            502, "oauth_exchange_failed", f"could not reach the token endpoint ({type(exc).__name__})"
+        ) from None
+    try:
+        return status, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return status, None
+
+
+def _vendor_error(body: Any) -> str:
+    code = body.get("error") if isinstance(body, dict) else None
+    return _SAFE_CODE.sub("", str(code).lower())[:64] if code else "unexpected answer"
+
+
+def _exchange(settings: Settings, vendor: str, code: str) -> tuple[str, str | None]:
+    """(webhook URL, suggested name) for the code."""
+    client_id, client_secret = _client(settings, vendor)
+    fields = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "code": code,
+        "redirect_uri": _redirect_uri(settings, vendor),
+    }
+    if vendor == "discord":
+        fields["grant_type"] = "authorization_code"
+    status, body = _post_form(getattr(settings, f"{vendor}_token_url"), fields, settings.oauth_timeout_s)
+    ok = status == 200 and isinstance(body, dict) and (vendor != "slack" or body.get("ok") is True)
+    if not ok:
+        raise ApiError(
+            502, "oauth_exchange_failed", f"{vendor} refused the code: {_vendor_error(body)} (HTTP {status})"
+        )
+    hook = body.get("incoming_webhook" if vendor == "slack" else "webhook")
+    url = hook.get("url") if isinstance(hook, dict) else None
+    if not isinstance(url, str) or not url:
+        raise ApiError(502, "oauth_exchange_failed", f"{vendor} granted no incoming webhook")
+    label = hook.get("channel") if vendor == "slack" else hook.get("name")
+    return url, str(label)[:100] if label else None
+
+
+@router.get(
+    "/{vendor}/callback",
+    status_code=201,
+    response_model=Envelope[IntegrationOut],
+    responses=error_responses(400, 409, 502),
+)
+def callback(
+    vendor: Vendor,
+    request: Request,
+    session: DbSession,
+    state: Annotated[str, Query(min_length=1, max_length=2000)],
+    code: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
+    error: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Where the vendor sends the browser back: exchange the code, store the webhook encrypted, route it."""
+    settings: Settings = request.app.state.settings
+    keyring: KeyRing = request.app.state.keyring
+    claims = verify_state(keyring, state, vendor, settings.oauth_state_ttl_s)
+    if error is not None or code is None:
+        raise ApiError(
+            400, "oauth_denied", f"{vendor} did not grant access: {_vendor_error({'error': error})}"
+        )
+    url, label = _exchange(settings, vendor, code)
+    try:
+        fields: dict[str, Any] = {"webhook_url": url}
+        if vendor == "slack" and label:
+            fields["channel"] = label
+        config = registry.config_model(vendor).model_validate(fields)
+    except ValidationError as exc:
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise ApiError(
+            502, "oauth_invalid_webhook", f"{vendor} returned an unusable webhook ({field})"
+        ) from None
+    integration_id = uuid.uuid4()
+    project = claims.get("p")
+    row = Integration(
+        id=integration_id,
+        name=claims.get("n") or label or f"{vendor} webhook",
+        provider=vendor,
+        project=project,
+        enabled=True,
+        config_ciphertext=encrypt_config(keyring, integration_id, plain_config(config)),
+        config_key_id=keyring.primary_kid,
+    )
+    session.add(row)
+    session.flush()
+    session.add(Route(integration_id=integration_id, project=project))
+    session.commit()
+    session.refresh(row)
+    return envelope(integration_out(keyring, row))
