@@ -102,7 +102,12 @@ def test_empty_pipeline_filters_mean_all_current_and_future():
 )
 def test_pipeline_filters_name_the_reason(filters, reason):
     assert route_mismatch(pipeline(), rule(**filters)) == reason
-    assert route_mismatch(pipeline(), rule(**{k: (*v, *pipeline().payload.values()) for k, v in filters.items()})) is None
+    assert (
+        route_mismatch(
+            pipeline(), rule(**{k: (*v, *pipeline().payload.values()) for k, v in filters.items()})
+        )
+        is None
+    )
 
 
 def test_pipeline_filters_do_not_apply_to_releases():
@@ -111,11 +116,16 @@ def test_pipeline_filters_do_not_apply_to_releases():
 
 def test_filters_in_order_type_then_severity():
     r = rule(event_types=("pipeline.success|failure",), min_severity="error")
-    assert route_mismatch(pipeline("trigger"), r) == "event type 'pipeline.trigger' not in ['pipeline.success|failure']"
+    assert (
+        route_mismatch(pipeline("trigger"), r)
+        == "event type 'pipeline.trigger' not in ['pipeline.success|failure']"
+    )
     assert route_mismatch(pipeline("success"), r) == "severity 'info' below 'error'"
     assert route_mismatch(pipeline("failure"), r) is None
     assert route_mismatch(pipeline(), rule(project="other")) == "project 'shop' is not 'other'"
-    assert route_mismatch(pipeline(), rule(environments=("staging",))) == "environment 'prod' not in ['staging']"
+    assert (
+        route_mismatch(pipeline(), rule(environments=("staging",))) == "environment 'prod' not in ['staging']"
+    )
 
 
 def test_plan_dedupes_respects_binding_and_skips_disabled():
