@@ -18,6 +18,8 @@ PROVIDERS: dict[str, str] = {
     "webhook": "providers.webhook:WebhookProvider",
     "smtp": "providers.email_smtp:SmtpProvider",
     "ses": "providers.email_ses:SesProvider",
+    "apns": "providers.apns:ApnsProvider",
+    "fcm": "providers.fcm:FcmProvider",
     "slack": "providers.slack:SlackWebhookProvider",
     "slack_bot": "providers.slack:SlackBotProvider",
     "discord": "providers.discord:DiscordProvider",
