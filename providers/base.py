@@ -77,10 +77,25 @@ class Provider(ABC, Generic[ConfigT]):
 
 
 def secret_values(config: BaseModel) -> Iterator[str]:
-    """Every secret string in a config, to blank out of anything we store or log."""
+    """Every secret string in a config, to blank out of anything we store or log.
+
+    A secret URL also yields its path and its long path segments and query values: a vendor echoing only the
+    token part (`/services/T../B../<secret>`, a Discord webhook token, a Teams `sig`) must be blanked too."""
     for value in _walk(config.model_dump()):
         if isinstance(value, SecretStr):
-            yield value.get_secret_value()
+            raw = value.get_secret_value()
+            yield raw
+            yield from _url_parts(raw)
+
+
+def _url_parts(raw: str) -> Iterator[str]:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if len(parts.path) > 1:
+        yield parts.path + (f"?{parts.query}" if parts.query else "")
+    pieces = parts.path.split("/") + [p.partition("=")[2] for p in parts.query.split("&")]
+    yield from (piece for piece in pieces if len(piece) >= 12)
 
 
 def _walk(value: Any) -> Iterator[Any]:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from providers._http import classify_status, excerpt
 from providers.base import Provider, Receipt, secret_values
-from providers.render.template import MAX_TEMPLATE_CHARS, TemplateError, compile_template, template_variables
+from providers.render.template import TemplateError, compile_template, template_variables
 from shared.errors import InvalidPayload
 from shared.rendering import RenderedMessage
 
@@ -59,7 +59,7 @@ class WebhookConfig(BaseModel):
     previous_signing_secret: SecretStr | None = None
     signing_secret_rotated_at: datetime | None = None
     #: a JSON payload with {{variable}} placeholders sent instead of the envelope (docs/providers.md)
-    template: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
+    template: str | None = None  # size checked by the template validator, with its error code
     timeout_s: float = Field(10.0, gt=0, le=30)
 
     @field_validator("url")

@@ -20,6 +20,8 @@ MAX_FIELD_NAME_CHARS = 256
 MAX_FIELD_VALUE_CHARS = 1024
 MAX_FOOTER_CHARS = 2048
 MAX_EMBED_TOTAL_CHARS = 6000
+# Over the total, this much stays for fields before the description is cut further.
+FIELDS_RESERVE_CHARS = 2500
 # Discord refuses empty field names and values; a zero-width space renders as nothing.
 _BLANK = "\u200b"
 # Short values sit side by side (three to a row); long ones get the full width.
@@ -65,10 +67,14 @@ def render_embed(message: RenderedMessage) -> dict[str, Any]:
     if created_at := message.data.get("created_at"):
         embed["timestamp"] = created_at
 
-    excess = _embed_chars(embed) - MAX_EMBED_TOTAL_CHARS
-    if excess > 0 and "description" in embed:
-        keep = max(len(TRUNCATION_MARKER), len(embed["description"]) - excess)
-        embed["description"] = truncate(embed["description"], keep)
+    if _embed_chars(embed) > MAX_EMBED_TOTAL_CHARS and "description" in embed:
+        # Over the total: the description keeps what is left after the title, footer and some fields
+        # (FIELDS_RESERVE_CHARS), and fields are dropped from the end below.
+        fields_chars = sum(len(f["name"]) + len(f["value"]) for f in fields)
+        fixed = len(embed["title"]) + len(embed["footer"]["text"]) + min(fields_chars, FIELDS_RESERVE_CHARS)
+        embed["description"] = truncate(
+            embed["description"], max(len(TRUNCATION_MARKER), MAX_EMBED_TOTAL_CHARS - fixed)
+        )
     while _embed_chars(embed) > MAX_EMBED_TOTAL_CHARS and embed.get("fields"):
         shown = [f for f in embed["fields"] if f["name"] != TRUNCATION_MARKER][:-1]
         note = _field(TRUNCATION_MARKER, f"{len(message.fields) - len(shown)} more field(s) not shown")

@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from providers.render.common import truncate
+from providers.render.common import TRUNCATION_MARKER, truncate
 from shared.rendering import RenderedMessage
 
 MAX_SUMMARY_CHARS = 1024
 MAX_DEDUP_KEY_CHARS = 255
 MAX_SOURCE_CHARS = 255
 MAX_DETAIL_TEXT_CHARS = 16000
+# Custom details stay far below the 512 KB body limit: an alert is read by a person, not parsed.
+MAX_DETAIL_FIELDS = 100
+MAX_DETAIL_NAME_CHARS = 200
+MAX_DETAIL_VALUE_CHARS = 2000
+MAX_DETAILS_CHARS = 64_000
 
 #: our severities -> PagerDuty's (the same four names today; unknown ones page as errors rather than vanish)
 SEVERITY_MAP = {"info": "info", "warning": "warning", "error": "error", "critical": "critical"}
@@ -41,7 +46,15 @@ def render(
     if action != "trigger":
         return body
     data = message.data
-    details: dict[str, Any] = {name: value for name, value in message.fields}
+    details: dict[str, Any] = {}
+    budget_chars = MAX_DETAILS_CHARS
+    for index, (name, value) in enumerate(message.fields):
+        entry = (truncate(name, MAX_DETAIL_NAME_CHARS), truncate(value, MAX_DETAIL_VALUE_CHARS))
+        budget_chars -= len(entry[0]) + len(entry[1])
+        if index >= MAX_DETAIL_FIELDS or budget_chars < 0:
+            details[TRUNCATION_MARKER] = f"{len(message.fields) - index} more field(s) not shown"
+            break
+        details[entry[0]] = entry[1]
     if message.text:
         details["text"] = truncate(message.text, MAX_DETAIL_TEXT_CHARS)
     details["event_type"] = message.event_type

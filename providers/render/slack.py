@@ -86,18 +86,7 @@ def render_blocks(message: RenderedMessage) -> list[dict[str, Any]]:
                 "text": {"type": "mrkdwn", "text": escaped(message.text, MAX_SECTION_TEXT_CHARS)},
             }
         )
-    field_blocks: list[dict[str, Any]] = []
-    for start in range(0, len(message.fields), MAX_FIELDS_PER_SECTION):
-        chunk = message.fields[start : start + MAX_FIELDS_PER_SECTION]
-        field_blocks.append(
-            {
-                "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": escaped(f"*{name}*\n{value}", MAX_FIELD_CHARS)}
-                    for name, value in chunk
-                ],
-            }
-        )
+    field_texts = [escaped(f"*{name}*\n{value}", MAX_FIELD_CHARS) for name, value in message.fields]
     tail: list[dict[str, Any]] = []
     if message.link:
         tail.append(
@@ -111,19 +100,28 @@ def render_blocks(message: RenderedMessage) -> list[dict[str, Any]]:
     # Fields are what gets cut when the message is too big: the title, text, link and footer always show.
     room_blocks = MAX_BLOCKS - len(head) - len(tail)
     room_chars = MAX_BLOCKS_TEXT_CHARS - sum(_text_len(b) for b in head + tail)
-    kept: list[dict[str, Any]] = []
-    for index, block in enumerate(field_blocks):
-        size = _text_len(block)
-        last = index == len(field_blocks) - 1
-        # Unless this is the last block, leave room for the note that says what was dropped.
-        fits_blocks = len(kept) + 1 <= (room_blocks if last else room_blocks - 1)
-        if not fits_blocks or size > room_chars - (0 if last else 100):
-            dropped = sum(len(b["fields"]) for b in field_blocks[index:])
-            kept.append(_dropped_note(dropped))
-            break
-        kept.append(block)
-        room_chars -= size
-    return head + kept + tail
+    return head + _field_sections(field_texts, room_blocks, room_chars) + tail
+
+
+def _field_sections(texts: list[str], room_blocks: int, room_chars: int) -> list[dict[str, Any]]:
+    """Sections of up to 10 fields, as many fields as fit, then a note saying how many did not."""
+    sections: list[list[str]] = []
+    note_chars = 100  # room kept for the note, should one be needed
+    for index, text in enumerate(texts):
+        last = index == len(texts) - 1
+        needs_new = not sections or len(sections[-1]) == MAX_FIELDS_PER_SECTION
+        blocks_after = len(sections) + (1 if needs_new else 0) + (0 if last else 1)
+        if blocks_after > room_blocks or len(text) > room_chars - (0 if last else note_chars):
+            return [_section(chunk) for chunk in sections] + [_dropped_note(len(texts) - index)]
+        if needs_new:
+            sections.append([])
+        sections[-1].append(text)
+        room_chars -= len(text)
+    return [_section(chunk) for chunk in sections]
+
+
+def _section(texts: list[str]) -> dict[str, Any]:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": t} for t in texts]}
 
 
 def _dropped_note(dropped_fields: int) -> dict[str, Any]:

@@ -242,10 +242,10 @@ class PayloadTemplate:
         if isinstance(node, str) and any(m in node for m in _MARKERS):
             try:
                 ast = _ENV.parse(node)
+                self.variables |= meta.find_undeclared_variables(ast) - set(_ENV.globals)
+                return _ENV.from_string(ast)  # compiling checks filter names too
             except TemplateSyntaxError as exc:
                 raise TemplateError("template_syntax", f"template syntax error: {exc.message}") from None
-            self.variables |= meta.find_undeclared_variables(ast) - set(_ENV.globals)
-            return _ENV.from_string(ast)
         return node
 
     def render(self, variables: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,131 @@
+"""Slack fakes speaking reference/provider-protocols.md §1: incoming webhooks and the Web API.
+
+- `POST /services/T.../B.../<secret>`: 200 `ok` for a body with `text` or `blocks`, else 400 `invalid_payload`;
+  blocks over Slack's limits (50 blocks, 3000-char sections, 10 fields) are refused like Slack does.
+- `POST <prefix>/api/chat.postMessage` and `.../chat.update`: bearer token checked, `{"ok": false, "error": ...}`
+  on HTTP 200 for failures, messages kept so chat.update can find (or not find) the `ts` it is given.
+
+Scripted per test with `script(path, Reply)`; helpers below build Slack's error answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from typing import Any
+
+from tests.fakes.server import FakeServer, Recorded, Reply
+
+TOKEN = "xoxb-1111-2222-herald-test"
+CHANNEL_ID = "C0HERALD01"
+
+
+def webhook_error(code: str, status: int) -> Reply:
+    """An incoming-webhook failure: the bare error string as a text body."""
+    return Reply(status, code, content_type="text/plain")
+
+
+def api_error(code: str, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    """A Web API failure: `{"ok": false, "error": code}` (on HTTP 200 unless said otherwise)."""
+    return Reply(
+        status,
+        json.dumps({"ok": False, "error": code}),
+        headers=headers or {},
+        content_type="application/json",
+    )
+
+
+def rate_limited(retry_after_s: int, *, api: bool = False) -> Reply:
+    body = {"ok": False, "error": "ratelimited"} if api else {"error": "rate_limited"}
+    return Reply(
+        429, json.dumps(body), headers={"Retry-After": str(retry_after_s)}, content_type="application/json"
+    )
+
+
+def server_error() -> Reply:
+    """What Slack answers during an outage: 500 with an HTML page."""
+    return Reply(500, "<html><body><h1>Server Error</h1></body></html>", content_type="text/html")
+
+
+def block_problems(body: dict[str, Any]) -> str | None:
+    """The error Slack would give for these blocks, or None when they are within limits."""
+    blocks = body.get("blocks") or []
+    if len(blocks) > 50:
+        return "invalid_blocks"
+    for block in blocks:
+        text = (block.get("text") or {}).get("text", "")
+        if block.get("type") == "header" and len(text) > 150:
+            return "invalid_blocks"
+        if len(text) > 3000 or len(block.get("fields") or []) > 10:
+            return "invalid_blocks"
+        if any(len(f.get("text", "")) > 2000 for f in block.get("fields") or []):
+            return "invalid_blocks"
+    if len(body.get("text") or "") > 40000:
+        return "msg_too_long"
+    return None
+
+
+class SlackFake(FakeServer):
+    def __init__(self, token: str = TOKEN) -> None:
+        super().__init__(self._answer)
+        self.token = token
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self._ts = itertools.count(1)
+        self._state = threading.Lock()
+
+    def webhook_url(self, slot: str) -> str:
+        return self.url(self.webhook_path(slot))
+
+    @staticmethod
+    def webhook_path(slot: str) -> str:
+        return f"/services/T0HERALD/B{slot}/s3cr3tW3bh00kP4th"
+
+    def api_base(self, slot: str) -> str:
+        return self.url(f"/{slot}/api")
+
+    def _answer(self, request: Recorded) -> Reply:
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = None
+        if request.path.startswith("/services/"):
+            if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+                return webhook_error("invalid_payload", 400)
+            if problem := block_problems(body):
+                return webhook_error("invalid_payload" if problem == "invalid_blocks" else problem, 400)
+            return Reply(200, "ok")
+        method = request.path.rsplit("/", 1)[-1]
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return api_error("invalid_auth")
+        if not isinstance(body, dict):
+            return api_error("invalid_json")
+        if problem := block_problems(body):
+            return api_error(problem)
+        if method == "chat.postMessage":
+            return self._post(body)
+        if method == "chat.update":
+            return self._update(body)
+        return api_error("unknown_method", 404)
+
+    def _post(self, body: dict[str, Any]) -> Reply:
+        channel = str(body.get("channel") or "")
+        if not channel:
+            return api_error("channel_not_found")
+        channel_id = CHANNEL_ID if channel.startswith("#") else channel
+        with self._state:
+            ts = f"1700000000.{next(self._ts):06d}"
+            self.messages[(channel_id, ts)] = body
+        return _ok({"ok": True, "channel": channel_id, "ts": ts, "message": {"text": body.get("text")}})
+
+    def _update(self, body: dict[str, Any]) -> Reply:
+        key = (str(body.get("channel")), str(body.get("ts")))
+        with self._state:
+            if key not in self.messages:
+                return api_error("message_not_found")
+            self.messages[key] = body
+        return _ok({"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text")})
+
+
+def _ok(body: dict[str, Any]) -> Reply:
+    return Reply(200, json.dumps(body), content_type="application/json")

@@ -1,0 +1,1 @@
+"""Golden files: the exact JSON each renderer produces for the sample events in samples.py."""
