@@ -1,0 +1,195 @@
+"""The `herald` CLI through Typer's runner against a live API (uvicorn on a free port, on the test stack's
+database, worker and Redis), plus `keys rotate-encryption` against a database of its own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from api.app import create_app
+from api.cli import cli
+from shared.crypto import KeyRing, generate_key_spec
+from tests.fakes.server import FakeServer, Reply
+from tests.integration.stack import ADMIN_KEY, AUTH, Stack, create_webhook, post_release, wait_for_deliveries
+from tests.integration.test_management import sql, wait_delivery
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_api(stack: Stack) -> Iterator[str]:
+    """The API served over real HTTP. Bulk dead-letter work goes to the background from 3 rows on."""
+    port = free_port()
+    app = create_app(stack.settings(dlq_inline_limit=2))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def herald(live_api: str, *args: str, key: str = ADMIN_KEY, **env: str):
+    env = {"HERALD_API_URL": live_api, "HERALD_API_KEY": key, "COLUMNS": "250", **env}
+    return runner.invoke(cli, list(args), env=env)
+
+
+def test_keys_create_list_revoke(live_api):
+    r = herald(live_api, "keys", "create", "cli-reader", "--scope", "read", "--json")
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)
+    assert created["key"].startswith("hk_") and created["scopes"] == ["read"]
+
+    r = herald(live_api, "keys", "list")
+    assert r.exit_code == 0 and "cli-reader" in r.stdout and created["key"] not in r.stdout
+    r = herald(live_api, "keys", "list", "--json")
+    assert created["id"] in {k["id"] for k in json.loads(r.stdout)}
+
+    # The reader key lists but cannot create: the API's 403 becomes exit code 1 with its error code.
+    assert herald(live_api, "keys", "list", key=created["key"]).exit_code == 0
+    r = herald(live_api, "keys", "create", "x", "--scope", "admin", key=created["key"])
+    assert r.exit_code == 1 and "forbidden" in r.output
+
+    assert herald(live_api, "keys", "revoke", created["id"]).exit_code == 0
+    r = herald(live_api, "keys", "list", key=created["key"])
+    assert r.exit_code == 1 and "unauthorized" in r.output
+    r = herald(live_api, "keys", "create", "bad", "--scope", "root")
+    assert r.exit_code == 1 and "invalid_field" in r.output
+
+
+def test_integrations_list_and_test_then_deliveries_show(
+    live_api, api, receiver: FakeServer, hook_path, project
+):
+    integration_id = create_webhook(api, receiver.url(hook_path), project=project)
+    r = herald(live_api, "integrations", "list", "--project", project)
+    assert r.exit_code == 0 and integration_id in r.stdout and "webhook" in r.stdout
+
+    r = herald(live_api, "integrations", "test", integration_id, "--json")
+    assert r.exit_code == 0, r.output
+    delivery = json.loads(r.stdout)
+    assert delivery["state"] == "delivered"
+    assert json.loads(receiver.requests(hook_path)[0].body)["message"]["title"].startswith("[TEST]")
+
+    r = herald(live_api, "deliveries", "show", delivery["id"])
+    assert r.exit_code == 0 and "delivered" in r.stdout and "200" in r.stdout
+    r = herald(live_api, "deliveries", "list", integration_id, "--json")
+    assert [d["id"] for d in json.loads(r.stdout)["items"]] == [delivery["id"]]
+
+    receiver.script(hook_path, Reply(404, b"gone"))
+    r = herald(live_api, "integrations", "test", integration_id)
+    assert r.exit_code == 1 and "dead" in r.output
+
+    r = herald(live_api, "deliveries", "show", "00000000-0000-0000-0000-000000000000")
+    assert r.exit_code == 1 and "not_found" in r.output
+
+
+def test_dlq_list_redrive_with_progress_and_purge(live_api, api, receiver: FakeServer, project):
+    path = f"/cli-dlq/{project}"
+    receiver.script(path, *[Reply(400, b"bad")] * 4)
+    create_webhook(api, receiver.url(path), project=project)
+    dead = [wait_for_deliveries(api, post_release(api, project, version=f"9.{n}"))[0] for n in range(4)]
+    assert {d["state"] for d in dead} == {"dead"}
+
+    r = herald(live_api, "dlq", "list", "--project", project)
+    assert r.exit_code == 0 and "invalid_payload" in r.stdout and "4" in r.stdout
+    r = herald(live_api, "dlq", "list", "--project", project, "--json")
+    assert json.loads(r.stdout)["counts_by_reason"] == {"invalid_payload": 4}
+
+    # One by id (inline), then the other three as a background job followed by a progress bar.
+    r = herald(live_api, "dlq", "redrive", "--id", dead[0]["id"], "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["processed"] == 1
+    r = herald(live_api, "dlq", "redrive", "--project", project)
+    assert r.exit_code == 0, r.output
+    assert "re-queued 3 of 3" in r.stdout and "redrive" in r.stderr  # the progress bar draws on stderr
+    for d in dead:
+        assert wait_delivery(api, d["id"])["state"] == "delivered"
+
+    receiver.script(path, Reply(400, b"bad"))
+    [again] = wait_for_deliveries(api, post_release(api, project, version="10.0"))
+    r = herald(live_api, "dlq", "purge", "--project", project, "--yes", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["processed"] == 1
+    r = herald(live_api, "dlq", "purge", "--yes")
+    assert r.exit_code == 1 and "empty_selection" in r.output
+    r = herald(live_api, "dlq", "purge", "--project", project, input="n\n")
+    assert r.exit_code == 1
+    assert api.get(f"/v1/deliveries/{again['id']}", headers=AUTH).status_code == 404
+
+
+def test_routes_explain_file(live_api, api, receiver: FakeServer, tmp_path, project):
+    create_webhook(api, receiver.url(f"/explain-cli/{project}"), project=project)
+    sample = tmp_path / "event.json"
+    sample.write_text(
+        json.dumps({"type": "release.created", "project": project, "environment": "prod", "version": "5.0"})
+    )
+    r = herald(live_api, "routes", "explain", str(sample))
+    assert r.exit_code == 0, r.output
+    assert "release.created" in r.stdout and "would receive" in r.stdout and "5.0" in r.stdout
+    r = herald(live_api, "routes", "explain", str(sample), "--json")
+    assert any(x["matched"] and x["preview"] for x in json.loads(r.stdout)["routes"])
+
+    sample.write_text("{not json")
+    r = herald(live_api, "routes", "explain", str(sample))
+    assert r.exit_code == 2 and "not JSON" in r.output
+    sample.write_text(json.dumps({"app": "x"}))
+    r = herald(live_api, "routes", "explain", str(sample))
+    assert r.exit_code == 1 and "invalid_event" in r.output
+
+
+def test_unreachable_api_and_missing_key_are_clear_errors(live_api):
+    r = herald("http://127.0.0.1:9", "keys", "list")
+    assert r.exit_code == 3 and "cannot reach the Herald API" in r.output
+    r = runner.invoke(cli, ["keys", "list"], env={"HERALD_API_URL": live_api, "HERALD_API_KEY": ""})
+    assert r.exit_code == 3 and "no API key" in r.output
+
+
+def test_keys_rotate_encryption(own_stack: Stack):
+    old_spec = own_stack.env["HERALD_ENCRYPTION_KEYS"]
+    with own_stack.client() as api:
+        ids = [
+            create_webhook(api, f"https://hooks.example/{n}?token=rot-s3cret", catch_all=True)
+            for n in range(3)
+        ]
+    new_spec = generate_key_spec("t2")
+    env = {
+        "HERALD_DATABASE_URL": own_stack.env["HERALD_DATABASE_URL"],
+        "HERALD_ENCRYPTION_KEYS": f"{new_spec},{old_spec}",
+    }
+    r = runner.invoke(cli, ["keys", "rotate-encryption", "--batch-size", "2", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"primary_key_id": "t2", "rotated": 3, "unreadable": []}
+    rows = sql(own_stack, "SELECT id, config_key_id, config_ciphertext FROM integration")
+    assert {str(i) for i, _, _ in rows} == set(ids)
+    assert {(kid, KeyRing.key_id_of(bytes(blob))) for _, kid, blob in rows} == {("t2", "t2")}
+    # The old key can now go: the API reads every config with the new key alone.
+    with own_stack.client(encryption_keys=new_spec) as api:
+        for integration_id in ids:
+            config = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]["config"]
+            assert config["url"] == "https://hooks.example/********"
+    again = runner.invoke(cli, ["keys", "rotate-encryption"], env=env)
+    assert again.exit_code == 0 and "re-encrypted 0" in again.stdout
+    # A key ring that cannot read the rows reports them and exits non-zero, changing nothing.
+    stranger = {**env, "HERALD_ENCRYPTION_KEYS": generate_key_spec("t3")}
+    r = runner.invoke(cli, ["keys", "rotate-encryption", "--json"], env=stranger)
+    assert r.exit_code == 1 and len(json.loads(r.stdout)["unreadable"]) == 3
+    assert "rot-s3cret" not in r.output
