@@ -16,7 +16,7 @@ from api.schemas import AttemptOut, DeliveryDetailOut, Envelope, error_responses
 from shared.db.models import Attempt, Delivery, Event
 
 router = APIRouter(
-    prefix="/v1/deliveries", tags=["deliveries"], responses=error_responses(401, 403, 422, 503)
+    prefix="/v1/deliveries", tags=["deliveries"], responses=error_responses(400, 401, 403, 413, 422, 503)
 )
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from datetime import timedelta
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Header, Request
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from sqlalchemy import select
 
-from api.deps import Authenticated, DbSession
+from api.deps import Authenticated, DbSession, Principal
 from api.errors import ApiError, envelope, not_found
+from api.ingest import EventStore, accepted_response
 from api.routes.deliveries import attempts_of
 from api.schemas import (
     DeliveryOut,
@@ -32,7 +30,9 @@ from shared.events import (
     release_severity,
 )
 
-router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 403, 413, 422, 503))
+router = APIRouter(
+    prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 422, 503)
+)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
@@ -46,9 +46,16 @@ def _op_id(header_key: str | None, body_key: str | None) -> str:
     return key or uuid.uuid4().hex
 
 
-def _accept(
+async def ingest_principal(request: Request) -> Principal:
+    store: EventStore = request.app.state.event_store
+    return await store.principal(request)
+
+
+IngestPrincipal = Annotated[Principal, Depends(ingest_principal)]
+
+
+async def _accept(
     request: Request,
-    session: DbSession,
     *,
     kind: str,
     event_type: str,
@@ -56,64 +63,36 @@ def _accept(
     severity: str,
     lifecycle_key: str,
     op_id: str,
-) -> dict[str, Any]:
-    project = payload["project"]
-    request_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    # Keys are namespaced by project, so two tenants choosing the same key do not collide.
-    stored_key = f"{project}/{op_id}"
-    settings = request.app.state.settings
-    event_id = uuid.uuid4()
-    inserted = session.execute(
-        insert(Event)
-        .values(
-            id=event_id,
-            kind=kind,
-            type=event_type,
-            project=project,
-            environment=payload.get("environment"),
-            severity=severity,
-            payload=payload,
-            idempotency_key=stored_key,
-            request_hash=request_hash,
-            lifecycle_key=lifecycle_key,
-            next_fanout_at=func.now() + timedelta(seconds=settings.fanout_grace_s),
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Event.id)
-    ).scalar_one_or_none()
-    session.commit()
-    if inserted is None:
-        existing = session.execute(
-            select(Event.id, Event.request_hash).where(Event.idempotency_key == stored_key)
-        ).one()
-        if existing.request_hash != request_hash:
-            raise ApiError(
-                409, "idempotency_conflict", "this idempotency key was used with a different event"
-            )
-        data = EventAccepted(event_id=existing.id, op_id=op_id, duplicate=True)
-    else:
+) -> Response:
+    store: EventStore = request.app.state.event_store
+    event_id, duplicate = await store.accept(
+        kind=kind,
+        event_type=event_type,
+        payload=payload,
+        severity=severity,
+        lifecycle_key=lifecycle_key,
+        op_id=op_id,
+    )
+    if not duplicate:
         request.app.state.enqueuer.fanout(str(event_id))
-        data = EventAccepted(event_id=event_id, op_id=op_id)
-    return envelope(data.model_dump(mode="json"))
+    return accepted_response(event_id, op_id, duplicate)
 
 
 @router.post(
     "/release", status_code=202, response_model=Envelope[EventAccepted], responses=error_responses(409)
 )
-def post_release_event(
+async def post_release_event(
     body: ReleaseEventIn,
     request: Request,
-    session: DbSession,
-    principal: Authenticated,
+    principal: IngestPrincipal,
     idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+) -> Response:
     principal.require("ingest")
     principal.require_project(body.project)
     op_id = _op_id(idempotency_key, body.op_id)
     payload = body.model_dump(mode="json", exclude={"op_id"}, exclude_none=True)
-    return _accept(
+    return await _accept(
         request,
-        session,
         kind="release",
         event_type=body.type,
         payload=payload,
@@ -126,20 +105,18 @@ def post_release_event(
 @router.post(
     "/pipeline", status_code=202, response_model=Envelope[EventAccepted], responses=error_responses(409)
 )
-def post_pipeline_event(
+async def post_pipeline_event(
     body: PipelineEventIn,
     request: Request,
-    session: DbSession,
-    principal: Authenticated,
+    principal: IngestPrincipal,
     idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+) -> Response:
     principal.require("ingest")
     principal.require_project(body.project)
     op_id = _op_id(idempotency_key, body.op_id)
     payload = body.model_dump(mode="json", exclude={"op_id"}, exclude_none=True)
-    return _accept(
+    return await _accept(
         request,
-        session,
         kind="pipeline",
         event_type=f"pipeline.{body.stage}",
         payload=payload,

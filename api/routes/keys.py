@@ -15,7 +15,9 @@ from api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, Envelope, error_resp
 from shared.crypto import hash_api_key, new_api_key
 from shared.db.models import ApiKey
 
-router = APIRouter(prefix="/v1/keys", tags=["api keys"], responses=error_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/v1/keys", tags=["api keys"], responses=error_responses(400, 401, 403, 413, 422, 503)
+)
 
 
 def _out(row: ApiKey) -> ApiKeyOut:

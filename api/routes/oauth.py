@@ -43,7 +43,7 @@ from shared.crypto import KeyRing
 from shared.db.models import Integration, Route
 from shared.secrets_at_rest import encrypt_config
 
-router = APIRouter(prefix="/v1/oauth", tags=["oauth"], responses=error_responses(422, 503))
+router = APIRouter(prefix="/v1/oauth", tags=["oauth"], responses=error_responses(400, 413, 422, 503))
 
 Vendor = Literal["slack", "discord"]
 SCOPES = {"slack": "incoming-webhook", "discord": "webhook.incoming"}

@@ -40,7 +40,9 @@ from shared.routing import IntegrationTarget, RouteRule, route_mismatch, target_
 if TYPE_CHECKING:
     from providers._http import HttpClient
 
-router = APIRouter(prefix="/v1/routes", tags=["routes"], responses=error_responses(401, 403, 422, 503))
+router = APIRouter(
+    prefix="/v1/routes", tags=["routes"], responses=error_responses(400, 401, 403, 413, 422, 503)
+)
 
 
 def _route_out(row: Route) -> dict[str, Any]:
