@@ -215,7 +215,10 @@ class SmtpProvider(Provider[SmtpConfig]):
                 # connect() also does EHLO, STARTTLS (re-EHLO) and AUTH, as configured on the client.
                 await client.connect(sock=sock, port=None)
             except BaseException:
-                sock.close()
+                # The socket now belongs to the transport built over it (asyncio closes it with the transport).
+                # Closing it here would free its fd while the loop still has it registered, and the next socket
+                # given that fd would fail with "File descriptor N is used by transport".
+                client.close()
                 raise
 
 

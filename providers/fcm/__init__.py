@@ -177,7 +177,9 @@ class FcmProvider(Provider[FcmConfig]):
                 )
             except DeliveryError as exc:
                 return TargetResult(target, f"fcm_{exc.code}", exc)
-            if response.status == 401:
+            # A 401 UNAUTHENTICATED is our access token; THIRD_PARTY_AUTH_ERROR (also 401) is the app's APNs or
+            # web-push credentials at Google, which a new token does not fix.
+            if response.status == 401 and error_code(response) in (None, "UNAUTHENTICATED"):
                 self._tokens.invalidate(account, access_token)
                 continue
             return _result(target, response, [*secret_values(config), access_token])

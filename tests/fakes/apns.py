@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from tests.fakes.smtp import TlsFiles, free_port
+from tests.fakes.smtp import SLOW_ANSWER_S, TlsFiles, free_port, session_tls
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY7890ABC"
@@ -80,7 +81,8 @@ class FakeApns:
     #: JWTs this fake has declared expired (ExpiredProviderToken); a newly minted one is accepted
     expired_jwts: set[str] = field(default_factory=set)
     expire_next_jwt: bool = False
-    _scripts: dict[str, deque[tuple[int, str]]] = field(default_factory=lambda: defaultdict(deque))
+    #: token -> scripted (status, reason) or (status, reason, delay_s) replies
+    _scripts: dict[str, deque[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -133,7 +135,7 @@ class FakeApns:
         self.stop()
 
     # scripting
-    def script(self, token: str, *replies: tuple[int, str]) -> None:
+    def script(self, token: str, *replies: tuple[Any, ...]) -> None:
         with self._lock:
             self._scripts[token].extend(replies)
 
@@ -160,7 +162,7 @@ class FakeApns:
             if not event.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        status, reason, token, bearer = self._judge(scope, headers, body)
+        status, reason, token, bearer, delay_s = self._judge(scope, headers, body)
         try:
             payload = orjson.loads(body) if body else {}
         except orjson.JSONDecodeError:
@@ -172,6 +174,8 @@ class FakeApns:
                 )
             )
             self._lock.notify_all()
+        if delay_s:
+            await asyncio.sleep(delay_s)
         reply: dict[str, Any] = {}
         if reason:
             reply["reason"] = reason
@@ -185,60 +189,109 @@ class FakeApns:
 
     def _judge(
         self, scope: dict[str, Any], headers: dict[str, str], body: bytes
-    ) -> tuple[int, str | None, str, str]:
+    ) -> tuple[int, str | None, str, str, float]:
         path: str = scope["path"]
         token = path.removeprefix("/3/device/") if path.startswith("/3/device/") else ""
         auth = headers.get("authorization", "")
         bearer = auth[7:] if auth.lower().startswith("bearer ") else ""
         if scope["method"] != "POST":
-            return 405, "MethodNotAllowed", token, bearer
+            return 405, "MethodNotAllowed", token, bearer, 0.0
         if not token:
-            return 404, "BadPath", token, bearer
+            return 404, "BadPath", token, bearer, 0.0
         if scope["http_version"] != "2":
-            return 400, "BadPath", token, bearer  # APNs is HTTP/2 only
+            return 400, "BadPath", token, bearer, 0.0  # APNs is HTTP/2 only
         if not bearer:
-            return 403, "MissingProviderToken", token, bearer
+            return 403, "MissingProviderToken", token, bearer, 0.0
         if bearer in self.expired_jwts:
-            return 403, "ExpiredProviderToken", token, bearer
+            return 403, "ExpiredProviderToken", token, bearer, 0.0
         try:
             header = jwt.get_unverified_header(bearer)
             claims = jwt.decode(
                 bearer, self.public_key, algorithms=["ES256"], options={"require": ["iss", "iat"]}
             )
         except jwt.PyJWTError:
-            return 403, "InvalidProviderToken", token, bearer
+            return 403, "InvalidProviderToken", token, bearer, 0.0
         if header.get("kid") != self.key_id or claims.get("iss") != self.team_id:
-            return 403, "InvalidProviderToken", token, bearer
+            return 403, "InvalidProviderToken", token, bearer, 0.0
         if time.time() - float(claims["iat"]) > 3600 or self.expire_next_jwt:
             self.expire_next_jwt = False
             self.expired_jwts.add(bearer)
-            return 403, "ExpiredProviderToken", token, bearer
+            return 403, "ExpiredProviderToken", token, bearer, 0.0
         if headers.get("apns-topic") != self.topic:
-            return (
-                400,
-                "DeviceTokenNotForTopic" if headers.get("apns-topic") else "MissingTopic",
-                token,
-                bearer,
-            )
+            reason = "DeviceTokenNotForTopic" if headers.get("apns-topic") else "MissingTopic"
+            return 400, reason, token, bearer, 0.0
         if headers.get("apns-push-type") not in PUSH_TYPES:
-            return 400, "InvalidPushType", token, bearer
+            return 400, "InvalidPushType", token, bearer, 0.0
         if headers.get("apns-priority", "10") not in ("1", "5", "10"):
-            return 400, "BadPriority", token, bearer
+            return 400, "BadPriority", token, bearer, 0.0
         if len(headers.get("apns-collapse-id", "").encode()) > 64:
-            return 400, "BadCollapseId", token, bearer
+            return 400, "BadCollapseId", token, bearer, 0.0
         if not headers.get("apns-expiration", "0").isdigit():
-            return 400, "BadExpirationDate", token, bearer
+            return 400, "BadExpirationDate", token, bearer, 0.0
         if not body:
-            return 400, "PayloadEmpty", token, bearer
+            return 400, "PayloadEmpty", token, bearer, 0.0
         if len(body) > 4096:
-            return 413, "PayloadTooLarge", token, bearer
+            return 413, "PayloadTooLarge", token, bearer, 0.0
         with self._lock:
             queue = self._scripts.get(token)
             scripted = queue.popleft() if queue else None
         if scripted:
-            return scripted[0], scripted[1], token, bearer
+            return scripted[0], scripted[1], token, bearer, (scripted[2] if len(scripted) > 2 else 0.0)
         if token in self.unregistered:
-            return 410, "Unregistered", token, bearer
+            return 410, "Unregistered", token, bearer, 0.0
         if token in self.bad_tokens:
-            return 400, "BadDeviceToken", token, bearer
-        return 200, None, token, bearer
+            return 400, "BadDeviceToken", token, bearer, 0.0
+        return 200, None, token, bearer, 0.0
+
+
+class ApnsContract:
+    """tests/fakes/catalog.py's ContractFake for APNs: each slot is one device token (derived from the slot).
+
+    "gone" here is APNs' 404 BadPath, an integration-level gone; a token-level 410 Unregistered removes the
+    token instead of failing the integration (tests/providers/test_apns.py, tests/integration/test_email_push.py).
+    """
+
+    retry_after_s: float | None = None  # APNs' 429 carries no Retry-After
+
+    def __init__(self) -> None:
+        self.p8, public_key = generated_p8()
+        self.server = FakeApns(session_tls(), public_key).start()
+
+    @staticmethod
+    def token(slot: str) -> str:
+        return hashlib.sha256(slot.encode()).hexdigest()
+
+    def config(self, slot: str, *, timeout_s: float, port: int | None = None) -> dict[str, Any]:
+        return {
+            "team_id": self.server.team_id,
+            "key_id": self.server.key_id,
+            "private_key": self.p8,
+            "topic": self.server.topic,
+            "endpoint_url": f"https://127.0.0.1:{port or self.server.port}",
+            "device_tokens": [self.token(slot)],
+            "timeout_s": timeout_s,
+        }
+
+    def script(self, slot: str, case: str) -> None:
+        replies: dict[str, tuple[Any, ...]] = {
+            "rate_limited": (429, "TooManyRequests"),
+            "unavailable": (500, "InternalServerError"),
+            "invalid": (400, "BadTopic"),
+            "auth": (403, "InvalidProviderToken"),
+            "gone": (404, "BadPath"),
+            "timeout": (200, None, SLOW_ANSWER_S),
+        }
+        if case in replies:
+            self.server.script(self.token(slot), replies[case])
+
+    def received(self, slot: str) -> list[float]:
+        token = self.token(slot)
+        with self.server._lock:
+            return [r.arrived_at for r in self.server.requests if r.token == token]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def contract() -> ApnsContract:
+    return ApnsContract()

@@ -163,3 +163,58 @@ class FakeFcm(FakeServer):
             self.delivered.append(message)
         name = f"projects/{PROJECT_ID}/messages/{time.time_ns()}"
         return Reply(200, orjson.dumps({"name": name}), content_type="application/json")
+
+
+class FcmContract:
+    """tests/fakes/catalog.py's ContractFake for FCM: each slot is one registration token (derived from the slot).
+
+    "gone" here is a 404 NOT_FOUND without an FCM errorCode (the project or sender is gone): the integration
+    fails. A token-level UNREGISTERED removes the token instead (tests/providers/test_fcm.py).
+    """
+
+    def __init__(self) -> None:
+        from tests.fakes.catalog import RETRY_AFTER_S
+
+        self.retry_after_s: float | None = RETRY_AFTER_S
+        self.server = FakeFcm().start()
+        self.account = self.server.service_account()
+
+    @staticmethod
+    def token(slot: str) -> str:
+        return f"{slot}:APA91b" + "x" * 40
+
+    def config(self, slot: str, *, timeout_s: float, port: int | None = None) -> dict[str, Any]:
+        base = f"http://127.0.0.1:{port or self.server.port}"
+        return {
+            "service_account": {**self.account, "token_uri": base + TOKEN_PATH},
+            "api_base_url": base,
+            "device_tokens": [self.token(slot)],
+            "timeout_s": timeout_s,
+        }
+
+    def script(self, slot: str, case: str) -> None:
+        from tests.fakes.catalog import SLOW_ANSWER_S
+
+        limited = fcm_error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded")
+        limited.headers["Retry-After"] = str(int(self.retry_after_s or 1))
+        replies = {
+            "rate_limited": limited,
+            "unavailable": fcm_error(500, "INTERNAL", "INTERNAL", "Internal error"),
+            "invalid": fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "Invalid value"),
+            "auth": fcm_error(403, "PERMISSION_DENIED", None, "The caller does not have permission"),
+            "gone": fcm_error(404, "NOT_FOUND", None, "Requested entity was not found."),
+            "timeout": Reply(200, b'{"name":"late"}', delay_s=SLOW_ANSWER_S, content_type="application/json"),
+        }
+        if case in replies:
+            self.server.script_target(self.token(slot), replies[case])
+
+    def received(self, slot: str) -> list[float]:
+        token = self.token(slot)
+        return [r.arrived_at for r in self.server.requests(SEND_PATH) if token.encode() in r.body]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def contract() -> FcmContract:
+    return FcmContract()

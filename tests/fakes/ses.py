@@ -13,6 +13,7 @@ import secrets
 import string
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from botocore.auth import SigV4Auth
@@ -92,9 +93,40 @@ class FakeSes(FakeServer):
         if problem is not None:
             self.rejected.append(problem)
             return ses_error(403, "SignatureDoesNotMatch", problem)
-        if req.method != "POST" or req.path != SEND_PATH:
+        # the endpoint URL may carry a path prefix (a VPC endpoint, or one slot of the contract suite)
+        if req.method != "POST" or not req.path.endswith(SEND_PATH):
             return ses_error(404, "NotFoundException", "no such operation")
         self.verified.append(req)
         return Reply(
             200, orjson.dumps({"MessageId": f"0102-{uuid.uuid4()}"}), content_type="application/json"
         )
+
+
+def contract() -> Any:
+    """tests/fakes/catalog.py's ContractFake for SES: each slot is a path prefix of the endpoint URL."""
+    from tests.fakes.catalog import RETRY_AFTER_S, HttpContract
+
+    akid, secret = generated_credentials()
+    server = FakeSes(akid, secret).start()
+    limited = ses_error(429, "TooManyRequestsException", "Maximum sending rate exceeded.")
+    limited.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return HttpContract(
+        server,
+        path=lambda slot: f"/{slot}{SEND_PATH}",
+        config_for=lambda slot, base, timeout_s: {
+            "access_key_id": akid,
+            "secret_access_key": secret,
+            "region": server.region,
+            "endpoint_url": f"{base}/{slot}",
+            "from_address": "herald@example.com",
+            "to": [f"{slot}@example.com"],
+            "timeout_s": timeout_s,
+        },
+        replies={
+            "rate_limited": limited,
+            "unavailable": ses_error(500, "InternalFailure", "Internal failure"),
+            "invalid": ses_error(400, "MessageRejected", "Email address is not verified."),
+            "auth": ses_error(403, "UnrecognizedClientException", "The security token included is invalid."),
+            "gone": ses_error(404, "NotFoundException", "Configuration set does not exist."),
+        },
+    )

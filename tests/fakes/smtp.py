@@ -6,14 +6,20 @@ to a directory, shared with the APNs fake. Nothing here is a real credential.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import datetime as dt
 import email
 import email.policy
+import functools
 import ipaddress
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -28,6 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 USERNAME = "herald-test"
+#: a scripted reply that holds the answer back this long, then accepts (a server that stops answering)
+SLOW = "SLOW"
+SLOW_ANSWER_S = 8.0
 PASSWORD = "smtp-pass-" + "0f3c9a7e21"  # generated for tests, never a real one
 
 
@@ -157,8 +166,12 @@ class _Handler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ):
-        scripted = self.server._next("MAIL")
-        if scripted:
+        login = _login(session)
+        self.server._arrived(login)
+        scripted = self.server._next("MAIL", login)
+        if scripted == SLOW:
+            await asyncio.sleep(SLOW_ANSWER_S)
+        elif scripted:
             return scripted
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -167,14 +180,14 @@ class _Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ):
-        scripted = self.server._next(f"RCPT {address.lower()}")
+        scripted = self.server._next(f"RCPT {address.lower()}", _login(session))
         if scripted:
             return scripted
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        scripted = self.server._next("DATA")
+        scripted = self.server._next("DATA", _login(session))
         if scripted:
             return scripted
         self.server._record(
@@ -190,6 +203,12 @@ class _Handler:
         return "250 2.0.0 Message accepted for delivery"
 
 
+def _login(session: Any) -> str:
+    data = getattr(session, "auth_data", None)
+    login = getattr(data, "login", b"") or b""
+    return login.decode() if isinstance(login, bytes) else str(login)
+
+
 @dataclass
 class FakeSmtp:
     """`mode`: "starttls" (STARTTLS required before AUTH/MAIL), "tls" (implicit TLS), "plain" (no TLS offered)."""
@@ -201,6 +220,13 @@ class FakeSmtp:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    #: any username is accepted with the right password (the contract suite gives each case its own login)
+    any_login: bool = False
+    #: logins whose AUTH fails with 535
+    auth_fail: set[str] = field(default_factory=set)
+    _auth_failed_sessions: set[int] = field(default_factory=set)
+    #: login -> arrival times of each transaction (MAIL) or failed AUTH
+    arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _scripts: dict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
     _protocols: list[Any] = field(default_factory=list)
     _lock: threading.Condition = field(default_factory=threading.Condition)
@@ -235,10 +261,11 @@ class FakeSmtp:
         self.stop()
 
     # scripting
-    def script(self, stage: str, *replies: str) -> None:
-        """Replies for the next commands at `stage`: "MAIL", "DATA" or "RCPT <address>"."""
+    def script(self, stage: str, *replies: str, login: str = "") -> None:
+        """Replies for the next commands at `stage`: "MAIL", "DATA" or "RCPT <address>" (for `login` only,
+        if given). SLOW holds the answer back SLOW_ANSWER_S, then accepts."""
         with self._lock:
-            self._scripts[stage].extend(replies)
+            self._scripts[f"{login}\0{stage}"].extend(replies)
 
     def close_connections(self) -> None:
         """Drop every open session from the server side, as a server does with idle connections."""
@@ -259,17 +286,31 @@ class FakeSmtp:
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:
-        ok = (
-            isinstance(auth_data, LoginPassword)
-            and auth_data.login == self.username.encode()
-            and auth_data.password == self.password.encode()
-        )
-        return AuthResult(success=ok, handled=False)
-
-    def _next(self, stage: str) -> str | None:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode(errors="replace")
+        ok = (self.any_login or login == self.username) and auth_data.password == self.password.encode()
         with self._lock:
-            queue = self._scripts.get(stage)
-            return queue.popleft() if queue else None
+            if login in self.auth_fail:
+                # Refused for good: clients try each offered mechanism in turn, so fail them all, and count
+                # the session once.
+                if id(session) not in self._auth_failed_sessions:
+                    self._auth_failed_sessions.add(id(session))
+                    self.arrivals[login].append(time.time())
+                ok = False
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    def _next(self, stage: str, login: str = "") -> str | None:
+        with self._lock:
+            for key in (f"{login}\0{stage}", f"\0{stage}"):
+                queue = self._scripts.get(key)
+                if queue:
+                    return queue.popleft()
+            return None
+
+    def _arrived(self, login: str) -> None:
+        with self._lock:
+            self.arrivals[login].append(time.time())
 
     def _remember(self, protocol: Any) -> None:
         with self._lock:
@@ -290,3 +331,59 @@ def smtp_server(tls: TlsFiles, mode: str = "starttls"):
         yield server
     finally:
         server.stop()
+
+
+@functools.cache
+def session_tls() -> TlsFiles:
+    """One CA and server certificate per test process: the integration stacks' workers trust this CA
+    (HERALD_TLS_CA_FILE), so every TLS fake (SMTP, APNs) run against them serves this certificate."""
+    directory = Path(tempfile.mkdtemp(prefix="herald-test-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return make_tls(directory)
+
+
+class SmtpContract:
+    """tests/fakes/catalog.py's ContractFake for SMTP: each slot is its own login and recipient."""
+
+    retry_after_s: float | None = None  # SMTP replies carry no retry hint
+
+    def __init__(self) -> None:
+        self.server = FakeSmtp(session_tls(), any_login=True).start()
+
+    def config(self, slot: str, *, timeout_s: float, port: int | None = None) -> dict[str, Any]:
+        return {
+            "host": "127.0.0.1",
+            "port": port or self.server.port,
+            "security": "starttls",
+            "username": slot,
+            "password": PASSWORD,
+            "from_address": "Herald <herald@example.com>",
+            "to": [f"{slot}@example.com"],
+            "timeout_s": timeout_s,
+        }
+
+    def script(self, slot: str, case: str) -> None:
+        replies = {
+            "rate_limited": ("MAIL", "454 4.7.0 Throttling failure: Maximum sending rate exceeded"),
+            "unavailable": ("DATA", "451 4.3.0 Local error in processing"),
+            "invalid": ("DATA", "554 5.6.0 Message rejected"),
+            "gone": (f"RCPT {slot.lower()}@example.com", "550 5.1.1 No such user"),
+            "timeout": ("MAIL", SLOW),
+        }
+        if case == "auth":
+            with self.server._lock:
+                self.server.auth_fail.add(slot)
+        elif case in replies:
+            stage, reply = replies[case]
+            self.server.script(stage, reply, login=slot)
+
+    def received(self, slot: str) -> list[float]:
+        with self.server._lock:
+            return list(self.server.arrivals.get(slot, []))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def contract() -> SmtpContract:
+    return SmtpContract()

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import admin_exec, sqlalchemy_url
 from tests.fakes.server import FakeServer
+from tests.fakes.smtp import session_tls
 from tests.fakes.webhook import webhook_receiver
 from tests.integration.stack import Stack
 
@@ -50,7 +51,13 @@ def stack(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """One Herald shared by the tests that only post events and watch them land."""
     name = _new_db(template_db)
     with claimed_redis_db() as redis_db:
-        s = Stack(sqlalchemy_url(name), redis_db, tmp_path_factory.mktemp("stack"))
+        # The worker trusts the tests' CA, which the TLS fakes (SMTP, APNs) serve.
+        s = Stack(
+            sqlalchemy_url(name),
+            redis_db,
+            tmp_path_factory.mktemp("stack"),
+            HERALD_TLS_CA_FILE=session_tls().ca_file,
+        )
         try:
             s.start_worker()
             s.start_beat()

@@ -1,27 +1,21 @@
 """Email and push end to end: API -> PostgreSQL -> Redis -> celery worker -> local SMTP/SES/APNs/FCM fakes.
 
-This module runs its own stack (the `stack` fixture is overridden here) because the worker must trust the
-tests' generated CA for SMTP and APNs TLS: HERALD_TLS_CA_FILE is set in its environment. Everything else is the
-same Stack the other integration tests use.
+The SMTP and APNs fakes serve the session's generated certificate, whose CA the shared stack's worker trusts.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from tests.conftest import admin_exec, sqlalchemy_url
 from tests.fakes.apns import KEY_ID, TEAM_ID, FakeApns, device_token, generated_p8
 from tests.fakes.fcm import FakeFcm, fcm_error, registration_token
 from tests.fakes.ses import FakeSes, generated_credentials
-from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, TlsFiles, make_tls
-from tests.integration.conftest import _new_db, claimed_redis_db
+from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, TlsFiles, session_tls
 from tests.integration.stack import AUTH, Stack, post_release, wait_for_deliveries
 
 pytestmark = [
@@ -31,23 +25,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls(tmp_path_factory.mktemp("email-push-tls"))
-
-
-@pytest.fixture(scope="module")
-def stack(template_db: str, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    name = _new_db(template_db)
-    with claimed_redis_db() as redis_db:
-        workdir: Path = tmp_path_factory.mktemp("email-push-stack")
-        s = Stack(sqlalchemy_url(name), redis_db, workdir, HERALD_TLS_CA_FILE=tls.ca_file)
-        try:
-            s.start_worker()
-            s.start_beat()
-            yield s
-        finally:
-            s.close()
-            admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def tls() -> TlsFiles:
+    """The certificate the shared stack's worker trusts (tests/integration/conftest.py sets HERALD_TLS_CA_FILE)."""
+    return session_tls()
 
 
 def create_integration(client: TestClient, provider: str, project: str, config: dict[str, Any]) -> str:

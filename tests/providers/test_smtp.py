@@ -242,3 +242,19 @@ def test_preview_has_subject_text_html_and_no_password(smtp: FakeSmtp, tls: TlsF
 
 async def _async(value: T) -> T:
     return value
+
+
+def test_failed_login_leaves_the_event_loop_usable(smtp: FakeSmtp, tls: TlsFiles):
+    """A connection that fails after TLS (bad password) must be closed through its transport: closing the raw
+    socket would leave its fd registered with the loop and break the next connection that gets that fd."""
+
+    async def body(p: SmtpProvider) -> Receipt:
+        with pytest.raises(AuthFailed):
+            await p.send(
+                MESSAGE, config(smtp, password="wrong-password-123"), idempotency_key="a", previous_ref=None
+            )
+        await asyncio.sleep(0.1)
+        return await p.send(MESSAGE, config(smtp), idempotency_key="b", previous_ref=None)
+
+    receipt = with_provider(tls, body)
+    assert receipt.target_progress == {"ana@example.com": "delivered", "bo@example.com": "delivered"}
