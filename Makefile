@@ -30,6 +30,12 @@ lint: install
 	$(BIN)/mypy api workers providers shared
 	$(BIN)/lint-imports
 
+# The Helm chart: lint and render it (helm-python-sdk, no helm binary) for every deploy/helm/herald/ci/*.yaml,
+# validate the manifests strictly (kubernetes-validate) and assert its properties. Also part of `make test`.
+.PHONY: helm-lint
+helm-lint: install
+	$(BIN)/python -m pytest -q tests/deploy/test_helm.py
+
 bench: install services
 	$(BIN)/python -m bench.run
 

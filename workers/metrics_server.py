@@ -32,6 +32,11 @@ def _serve_metrics(**_: Any) -> None:
         path = Path(directory)
         if path.exists():
             for child in path.iterdir():
+                # Keep this process's own files: its metrics (an unlabelled gauge such as
+                # herald_worker_inflight) were created at import and write to them; unlinking them here would
+                # make every later update invisible (the only process under the threads pool).
+                if child.is_file() and child.name.endswith(f"_{os.getpid()}.db"):
+                    continue
                 if child.is_file():
                     child.unlink()
                 else:
