@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import metrics as metrics_routes
 from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
+from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
 from api.routes import admin, events, health
 from shared.config import Settings, get_settings
@@ -145,9 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.event_store.open()
         _bootstrap_admin_key(app, settings)
         yield
         app.state.enqueuer.close()
+        await app.state.event_store.close()
 
     app = FastAPI(
         title="Herald",
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = session_factory(settings)
     app.state.keyring = KeyRing.parse(settings.encryption_keys.get_secret_value())
     app.state.enqueuer = Enqueuer(settings)
+    app.state.event_store = EventStore(settings)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -24,7 +24,7 @@ pids+=($!)
 # Pool children write metrics here; the worker's main process serves them on :9808/metrics.
 rm -rf .run/worker-metrics && mkdir -p .run/worker-metrics
 PROMETHEUS_MULTIPROC_DIR="$PWD/.run/worker-metrics" \
-$BIN/celery -A workers.app worker -P prefork -l info --without-gossip --without-mingle --without-heartbeat \
+$BIN/celery -A workers.app worker -l info --without-gossip --without-mingle --without-heartbeat \
   -Q "${HERALD_QUEUE_NAME:-herald},${HERALD_QUEUE_NAME:-herald}.sweep" >.run/worker.log 2>&1 &
 pids+=($!)
 $BIN/celery -A workers.app beat -l info -s .run/celerybeat-schedule >.run/beat.log 2>&1 &

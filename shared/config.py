@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     env: str = Field("development", description="development | production; production refuses dev defaults")
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/herald"
-    database_pool_size: int = 10
+    # Connections kept per process (as many again may open under bursts); at least worker_concurrency.
+    database_pool_size: int = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "herald"
 
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     # State gauges (queue depth/age, outbox, dead letters) are read from PostgreSQL and Redis at most this often.
     metrics_state_ttl_s: float = 5.0
 
+    # Tasks a worker process runs at once (Celery threads pool), each a batch of concurrent sends.
+    worker_concurrency: int = 32
     deliver_batch_size: int = 50
     send_timeout_s: float = 15.0
     http_max_connections: int = 512

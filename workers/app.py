@@ -71,6 +71,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # and could loop on a poison batch. Its claimed deliveries carry a lease in PostgreSQL instead, and the
         # sweeper returns them to `retrying` when the lease runs out.
         "task_reject_on_worker_lost": False,
+        # Threads, not prefork: a task's sends run on the process's shared event loop (workers/runtime.py), so
+        # a thread per in-flight batch is all a task needs, and `worker_concurrency` batches are sent at once
+        # through one HTTP client. Sending is I/O-bound; one process uses about one core, so scale out with
+        # processes/replicas (bench/run.py measured this choice against prefork, see the README).
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
         # A deliver task is a whole batch of concurrent sends; taking one message per process at a time keeps
         # the backlog visible in Redis (for KEDA and metrics) and means a shutdown has little to hand back.
         "worker_prefetch_multiplier": 1,

@@ -1,14 +1,16 @@
-"""What each worker process owns: one asyncio event loop, one HTTP client, one database engine.
+"""What each worker process owns: one asyncio event loop (on its own thread), one HTTP client, one engine.
 
-Built lazily in the process that uses it (never inherited across fork: sockets shared between processes corrupt
-each other). A prefork child runs one task at a time on its main thread, so a task drives the loop with
-`run_until_complete`; the loop and its keep-alive connections outlive the task.
+Celery runs tasks on a pool of threads (`-P threads`): every `deliver` task hands its batch of sends to the one
+event loop and waits for the result, so a process keeps `concurrency x batch` sends in flight while the loop,
+its keep-alive connections and each provider's cached credentials are shared. Built lazily in the process that
+uses it and never inherited across fork (sockets shared between processes corrupt each other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,25 +33,26 @@ class ProcessRuntime:
     pid: int
     settings: Settings
     loop: asyncio.AbstractEventLoop
+    loop_thread: threading.Thread
     sessions: sessionmaker[Session]
     keyring: KeyRing
     _http: HttpClient | None = None
     _providers: dict[str, Provider[BaseModel]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+        """Run a coroutine on the process's loop from any task thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def ensure_http(self) -> HttpClient:
-        """Create the process's HTTP client if needed; call while the loop is not running."""
-        if self._http is None:
-            self._http = self.run(self._make_http())
-        return self._http
+        with self._lock:
+            if self._http is None:
+                self._http = self.run(self._make_http())
+            return self._http
 
     @property
     def http(self) -> HttpClient:
-        if self._http is None:
-            raise RuntimeError("ensure_http() must run before the event loop starts sending")
-        return self._http
+        return self.ensure_http()
 
     async def _make_http(self) -> HttpClient:
         return HttpClient.create(
@@ -58,39 +61,51 @@ class ProcessRuntime:
         )
 
     def provider(self, name: str) -> Provider[BaseModel]:
-        instance = self._providers.get(name)
+        with self._lock:
+            instance = self._providers.get(name)
         if instance is None:
-            instance = self._providers[name] = registry.provider_class(name)(self.http)
+            created = registry.provider_class(name)(self.ensure_http())
+            with self._lock:
+                instance = self._providers.setdefault(name, created)
         return instance
 
     def close(self) -> None:
-        if self._http is not None and not self.loop.is_closed():
+        if self._http is not None and self.loop.is_running():
             self.run(self._http.close())
             self._http = None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop_thread.join(timeout=5)
 
 
 _runtime: ProcessRuntime | None = None
+_runtime_lock = threading.Lock()
 
 
 def get_runtime() -> ProcessRuntime:
     global _runtime
-    if _runtime is None or _runtime.pid != os.getpid():
-        if _runtime is not None:
-            # Inherited from the parent across fork: drop it without touching its sockets.
-            dispose_engines()
-        settings = get_settings()
-        _runtime = ProcessRuntime(
-            pid=os.getpid(),
-            settings=settings,
-            loop=asyncio.new_event_loop(),
-            sessions=session_factory(settings),
-            keyring=KeyRing.parse(settings.encryption_keys.get_secret_value()),
-        )
-    return _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            if _runtime is not None:
+                # Inherited from the parent across fork: drop it without touching its sockets.
+                dispose_engines()
+            settings = get_settings()
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="herald-send-loop", daemon=True)
+            thread.start()
+            _runtime = ProcessRuntime(
+                pid=os.getpid(),
+                settings=settings,
+                loop=loop,
+                loop_thread=thread,
+                sessions=session_factory(settings),
+                keyring=KeyRing.parse(settings.encryption_keys.get_secret_value()),
+            )
+        return _runtime
 
 
 def shutdown_runtime() -> None:
     global _runtime
-    if _runtime is not None and _runtime.pid == os.getpid():
-        _runtime.close()
-    _runtime = None
+    with _runtime_lock:
+        if _runtime is not None and _runtime.pid == os.getpid():
+            _runtime.close()
+        _runtime = None

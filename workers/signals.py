@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from shared.db.session import dispose_engines
 from workers.runtime import shutdown_runtime
@@ -17,5 +17,7 @@ def _fresh_process(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _close_process(**_: Any) -> None:
+    # prefork children get worker_process_shutdown; a threads-pool worker only worker_shutdown.
     shutdown_runtime()

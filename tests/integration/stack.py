@@ -33,7 +33,7 @@ FAST_ENV = {
     "HERALD_REQUEUE_AFTER_S": "3",
     "HERALD_SENDING_LEASE_S": "4",
     "HERALD_EGRESS_ALLOW_CIDRS": "127.0.0.1/32",
-    "HERALD_DATABASE_POOL_SIZE": "4",
+    "HERALD_DATABASE_POOL_SIZE": "8",
 }
 
 
@@ -72,7 +72,7 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start_worker(self, concurrency: int = 8) -> subprocess.Popen[bytes]:
         self._worker_runs += 1
         log_path = self.workdir / f"worker-{self._worker_runs}.log"
         queue = self.env["HERALD_QUEUE_NAME"]
@@ -92,8 +92,6 @@ class Stack:
                 "-A",
                 "workers.app",
                 "worker",
-                "-P",
-                "prefork",
                 "-c",
                 str(concurrency),
                 "-Q",

@@ -45,7 +45,8 @@ def test_redis_flushall_after_202_still_delivers(own_stack: Stack, receiver: Fak
     with own_stack.client() as api:
         create_webhook(api, receiver.url(hook_path), project=project)
         event_id = post_release(api, project)  # fanout is published, but no worker is running yet
-        assert own_stack.redis.llen(own_stack.env["HERALD_QUEUE_NAME"]) >= 1
+        queue = own_stack.env["HERALD_QUEUE_NAME"]
+        wait_until(lambda: own_stack.redis.llen(queue) >= 1, 5, "fanout was never published")
         own_stack.redis.flushall()
         own_stack.start_worker()
         [delivery] = wait_for_deliveries(api, event_id, timeout_s=30)

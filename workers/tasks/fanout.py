@@ -1,4 +1,10 @@
-"""Fan-out: one event -> one delivery row per matching integration, then `deliver` batches on Redis.
+"""Fan-out: events -> one delivery row per (event, matching integration), then `deliver` batches on Redis.
+
+A task carries a batch of event ids (the API coalesces its publishes): their routes, integrations and earlier
+lifecycle messages are read in one query each, all rows go in with one INSERT, and the new deliveries of all
+events are sent together: the first `deliver_batch_size` of them are claimed in the fan-out transaction and
+sent by this very task (no second Celery message, no claim or reload round trips: the common case of an event
+going to a few integrations costs one task), and the rest are published as `deliver` batches for other workers.
 
 Idempotent: delivery rows are unique per (event, integration), so a re-run inserts nothing new. If publishing
 fails after the commit, the rows wait as `pending` with `queued_at` set and the sweeper publishes them once
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 
 from celery import shared_task
 from sqlalchemy import func, select, update
@@ -21,127 +28,149 @@ from shared.events import EventFacts
 from shared.routing import IntegrationTarget, RouteRule, plan
 from shared.tasknames import TASK_FANOUT
 from workers.publish import publish_deliver_batches
-from workers.runtime import get_runtime
+from workers.runtime import ProcessRuntime, get_runtime
+from workers.sending import Claimed, claim_in, event_facts, send_claimed
 
 log = logging.getLogger(__name__)
 
-
-def event_facts(event: Event) -> EventFacts:
-    return EventFacts(
-        id=event.id,
-        kind=event.kind,
-        type=event.type,
-        project=event.project,
-        environment=event.environment,
-        severity=event.severity,
-        payload=event.payload,
-        created_at=event.created_at,
-        lifecycle_key=event.lifecycle_key,
-    )
+# Rows per INSERT statement: large fan-outs (one event to thousands of integrations) stay within sane sizes.
+INSERT_CHUNK_ROWS = 1000
 
 
-def fan_out_event(event_id: uuid.UUID) -> list[uuid.UUID]:
-    """Insert the event's delivery rows; return the ids of new pending ones (to publish)."""
-    runtime = get_runtime()
+@dataclass
+class FanoutResult:
+    #: claimed in the fan-out transaction, sent by this task at once
+    inline: list[Claimed] = field(default_factory=list)
+    #: pending, published as `deliver` batches
+    to_publish: list[uuid.UUID] = field(default_factory=list)
+    events: dict[uuid.UUID, Event] = field(default_factory=dict)
+    integrations: dict[uuid.UUID, Integration] = field(default_factory=dict)
+
+
+def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> FanoutResult:
+    """Insert the delivery rows of every event not fanned out yet, claiming up to one batch of them for this
+    task to send at once; the rest are returned to be published.
+
+    Events another worker is fanning out right now are skipped (SKIP LOCKED), as are events already done.
+    """
     with runtime.sessions() as session:
-        event = session.get(Event, event_id)
-        if event is None:
-            log.warning("fanout: event %s does not exist (deleted?)", event_id)
-            return []
-        facts = event_facts(event)
-        routes = [
-            RouteRule(
-                r.id,
-                r.integration_id,
-                r.project,
-                r.environments,
-                r.event_types,
-                r.min_severity,
-                apps=r.apps,
-                clusters=r.clusters,
-                pipelines=r.pipelines,
+        events = list(
+            session.scalars(
+                select(Event)
+                .where(Event.id.in_(event_ids), Event.fanned_out_at.is_(None))
+                .with_for_update(skip_locked=True)
             )
-            for r in session.scalars(
-                select(Route).where((Route.project.is_(None)) | (Route.project == facts.project))
-            )
-        ]
-        targets = (
-            {
-                i.id: IntegrationTarget(i.id, i.provider, i.project, i.enabled)
-                for i in session.scalars(
-                    select(Integration).where(Integration.id.in_({r.integration_id for r in routes}))
-                )
-            }
-            if routes
-            else {}
         )
-        planned = plan(facts, routes, targets)
+        if not events:
+            session.rollback()
+            return FanoutResult()
+        facts = [event_facts(e) for e in events]
+        routes = _routes_for(session, {f.project for f in facts})
+        integrations = _integrations_for(session, {r.integration_id for r in routes})
+        targets = {
+            i.id: IntegrationTarget(i.id, i.provider, i.project, i.enabled) for i in integrations.values()
+        }
+        previous = _previous_refs(session, facts)
+        rows: list[dict[str, object]] = []
+        for fact in facts:
+            for p in plan(fact, routes, targets):
+                rows.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "event_id": fact.id,
+                        "integration_id": p.integration_id,
+                        "state": p.state,
+                        # Marked as published in the same insert: if the publish below is lost, the sweeper
+                        # republishes them after requeue_after_s.
+                        "queued_at": func.now() if p.state == "pending" else None,
+                        "previous_ref": previous.get((fact.lifecycle_key, p.integration_id)),
+                    }
+                )
         new_pending: list[uuid.UUID] = []
-        if planned:
-            # Pending rows are marked as published (queued_at) in the same insert: if the publish below is
-            # lost, the sweeper republishes them after requeue_after_s.
-            previous = _previous_refs(session, facts, [p.integration_id for p in planned])
-            rows = [
-                {
-                    "id": uuid.uuid4(),
-                    "event_id": event_id,
-                    "integration_id": p.integration_id,
-                    "state": p.state,
-                    "queued_at": func.now() if p.state == "pending" else None,
-                    "previous_ref": previous.get(p.integration_id),
-                }
-                for p in planned
-            ]
+        for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             stmt = (
                 insert(Delivery)
-                .values(rows)
+                .values(rows[start : start + INSERT_CHUNK_ROWS])
                 .on_conflict_do_nothing(constraint="delivery_event_integration_key")
                 .returning(Delivery.id, Delivery.state, Delivery.integration_id)
             )
-            inserted = list(session.execute(stmt))
-            new_pending = [d_id for d_id, state, _ in inserted if state == "pending"]
-            for _d_id, state, integration_id in inserted:
+            for delivery_id, state, integration_id in session.execute(stmt):
                 metrics.FANOUT_DELIVERIES.labels(state).inc()
-                if state == "skipped":
+                if state == "pending":
+                    new_pending.append(delivery_id)
+                else:
                     metrics.DELIVERIES.labels(targets[integration_id].provider, "skipped", "").inc()
         session.execute(
-            update(Event)
-            .where(Event.id == event_id, Event.fanned_out_at.is_(None))
-            .values(fanned_out_at=func.now())
+            update(Event).where(Event.id.in_([e.id for e in events])).values(fanned_out_at=func.now())
         )
+        inline = claim_in(session, runtime, new_pending[: runtime.settings.deliver_batch_size])
         session.commit()
-    return new_pending
+    claimed_ids = {c.id for c in inline}
+    return FanoutResult(
+        inline=inline,
+        to_publish=[d for d in new_pending if d not in claimed_ids],
+        events={e.id: e for e in events},
+        integrations=integrations,
+    )
 
 
-def _previous_refs(
-    session: Session, facts: EventFacts, integration_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, str]:
-    """Per integration, the message reference of the latest delivered event of the same lifecycle."""
-    if not facts.lifecycle_key:
+def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
+    return [
+        RouteRule(
+            r.id,
+            r.integration_id,
+            r.project,
+            r.environments,
+            r.event_types,
+            r.min_severity,
+            apps=r.apps,
+            clusters=r.clusters,
+            pipelines=r.pipelines,
+        )
+        for r in session.scalars(select(Route).where(Route.project.is_(None) | Route.project.in_(projects)))
+    ]
+
+
+def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
+    if not integration_ids:
+        return {}
+    return {i.id: i for i in session.scalars(select(Integration).where(Integration.id.in_(integration_ids)))}
+
+
+def _previous_refs(session: Session, facts: list[EventFacts]) -> dict[tuple[str | None, uuid.UUID], str]:
+    """Per (lifecycle key, integration), the message reference of the latest delivered event of that lifecycle."""
+    keys = {f.lifecycle_key for f in facts if f.lifecycle_key}
+    if not keys:
         return {}
     rows = session.execute(
-        select(Delivery.integration_id, Delivery.provider_ref)
+        select(Event.lifecycle_key, Delivery.integration_id, Delivery.provider_ref)
         .join(Event, Event.id == Delivery.event_id)
         .where(
-            Event.lifecycle_key == facts.lifecycle_key,
-            Event.id != facts.id,
-            Delivery.integration_id.in_(integration_ids),
+            Event.lifecycle_key.in_(keys),
+            Event.id.not_in([f.id for f in facts]),
             Delivery.state == "delivered",
             Delivery.provider_ref.is_not(None),
         )
-        .order_by(Delivery.integration_id, Delivery.delivered_at.desc())
-        .distinct(Delivery.integration_id)
+        .order_by(Event.lifecycle_key, Delivery.integration_id, Delivery.delivered_at.desc())
+        .distinct(Event.lifecycle_key, Delivery.integration_id)
     )
-    return {integration_id: ref for integration_id, ref in rows if ref is not None}
+    return {(key, integration_id): ref for key, integration_id, ref in rows if ref is not None}
 
 
 @shared_task(name=TASK_FANOUT, ignore_result=True)
-def fanout(event_id: str) -> int:
-    try:
-        parsed = uuid.UUID(event_id)
-    except (ValueError, TypeError, AttributeError):
-        log.error("fanout: malformed event id %r dropped", event_id)
+def fanout(event_ids: list[str] | str) -> int:
+    """Fan out a batch of events (the API coalesces its publishes); a single id is accepted too."""
+    raw_ids = [event_ids] if isinstance(event_ids, str) else event_ids if isinstance(event_ids, list) else []
+    parsed: list[uuid.UUID] = []
+    for raw in raw_ids:
+        try:
+            parsed.append(uuid.UUID(str(raw)))
+        except ValueError:
+            log.error("fanout: malformed event id %r dropped", raw)
+    if not parsed:
         return 0
-    pending = fan_out_event(parsed)
-    publish_deliver_batches(pending)
-    return len(pending)
+    runtime = get_runtime()
+    result = fan_out_events(runtime, parsed)
+    publish_deliver_batches(result.to_publish)
+    send_claimed(runtime, result.inline, result.events, result.integrations)
+    return len(result.inline) + len(result.to_publish)

@@ -1,0 +1,424 @@
+"""`make bench`: Herald end to end on this machine, side by side with a bare-Celery baseline in the same run.
+
+For each receiver delay (instant, 50 ms) it brings up the real system (uvicorn API, a celery worker (threads pool),
+beat, PostgreSQL, Redis) against a fresh database, posts N release events through the API to one webhook
+integration pointing at a local receiver (a separate process), and prints:
+- API accept rate and p50/p99 request latency;
+- end-to-end delivered/s (first POST to the receiver having answered every delivery);
+- accept->receive latency p50/p95/p99 under that load, and idle (one event at a time);
+- fan-out of one event to 1,000 integrations: time to create the delivery rows, and delivered/s;
+- worker RSS (main process and pool children);
+then the baseline (a bare Celery task per message doing a sync httpx.post, `-P threads -c 50`, no database) and
+our throughput as a ratio of it. Figures are noisy on 2 cores (+-30 %): compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import psycopg
+import redis
+
+from bench.baseline_celery import run_baseline
+from shared.crypto import generate_key_spec
+from shared.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "herald_bench"
+BENCH_REDIS_DB = 15
+ADMIN_KEY = "hk_bench_" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def receiver_process(delay_ms: float) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.receiver", "--port", "0", "--delay-ms", str(delay_ms)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Herald:
+    """The real system: fresh database, own Redis db, uvicorn API, worker, beat."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Herald:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')  # type: ignore[arg-type]
+        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}"
+        upgrade(self.database_url)
+        redis.Redis(db=BENCH_REDIS_DB).flushdb()
+        metrics_dir = self.workdir / "metrics"
+        metrics_dir.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env.update(
+            HERALD_DATABASE_URL=self.database_url,
+            HERALD_REDIS_URL=f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}",
+            HERALD_ENCRYPTION_KEYS=generate_key_spec("bench"),
+            HERALD_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+            HERALD_EGRESS_ALLOW_CIDRS="127.0.0.1/32",
+            HERALD_WORKER_METRICS_PORT=str(free_port()),
+        )
+        api_env = dict(env)
+        worker_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.app:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            api_env,
+            "api.log",
+        )
+        self.worker = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                "herald,herald.sweep",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                os.environ.get("BENCH_WORKER_LOG", "warning"),
+            ],
+            worker_env,
+            "worker.log",
+        )
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "-l",
+                "warning",
+                "-s",
+                str(self.workdir / "beat-schedule"),
+            ],
+            env,
+            "beat.log",
+        )
+        wait_http(self.url + "/readyz")
+        time.sleep(2)  # let the worker's pool come up
+        return self
+
+    def _spawn(self, argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=(self.workdir / log).open("wb"), stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the API process and the worker (main process and pool children)."""
+
+        def tree(pid: int) -> float:
+            proc = psutil.Process(pid)
+            total = sum(proc.cpu_times()[:2])
+            return total + sum(sum(c.cpu_times()[:2]) for c in proc.children(recursive=True))
+
+        assert self.worker is not None
+        return {"api": tree(self.procs[0].pid), "worker": tree(self.worker.pid)}
+
+    def worker_rss_mb(self) -> tuple[float, list[float]]:
+        assert self.worker is not None
+        main = psutil.Process(self.worker.pid)
+        return main.memory_info().rss / 2**20, [c.memory_info().rss / 2**20 for c in main.children()]
+
+    def __exit__(self, *_: object) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def receiver_stats(session: aiohttp.ClientSession, receiver_url: str) -> dict[str, Any]:
+    base = receiver_url.rsplit("/", 1)[0]
+    async with session.get(base + "/_stats") as resp:
+        stats: dict[str, Any] = await resp.json()
+        return stats
+
+
+async def receiver_reset(session: aiohttp.ClientSession, receiver_url: str) -> None:
+    async with session.post(receiver_url.rsplit("/", 1)[0] + "/_reset") as resp:
+        await resp.read()
+
+
+async def create_webhook(session: aiohttp.ClientSession, api: str, url: str, project: str) -> None:
+    async with session.post(
+        f"{api}/v1/integrations",
+        headers=AUTH,
+        json={"name": "bench", "provider": "webhook", "project": project, "config": {"url": url}},
+    ) as resp:
+        integration = await resp.json()
+        assert resp.status == 201, integration
+    async with session.post(
+        f"{api}/v1/routes",
+        headers=AUTH,
+        json={"integration_id": integration["data"]["id"], "project": project},
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def wait_received(
+    session: aiohttp.ClientSession, receiver_url: str, count: int, timeout_s: float
+) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (await receiver_stats(session, receiver_url))["count"] >= count:
+            return time.time()
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"receiver got fewer than {count} deliveries in {timeout_s}s")
+
+
+async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency: int) -> dict[str, float]:
+    project = f"bench-{uuid.uuid4().hex[:6]}"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await create_webhook(session, herald.url, receiver_url, project)
+        await receiver_reset(session, receiver_url)
+        accepted_at: dict[str, float] = {}
+        request_s: list[float] = []
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(events):
+            queue.put_nowait(i)
+
+        async def sender() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = {
+                    "type": "release.created",
+                    "project": project,
+                    "environment": "prod",
+                    "version": f"1.0.{i}",
+                    "description": "benchmark release",
+                }
+                t0 = time.perf_counter()
+                async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+                    data = await resp.json()
+                request_s.append(time.perf_counter() - t0)
+                assert resp.status == 202, data
+                accepted_at[data["data"]["event_id"]] = time.time()
+
+        cpu_before = herald.cpu_s()
+        started = time.time()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        accept_done = time.time()
+        done = await wait_received(session, receiver_url, events, timeout_s=300)
+        cpu_after = herald.cpu_s()
+        stats = await receiver_stats(session, receiver_url)
+    latencies = [t - accepted_at[eid] for eid, t in stats["arrivals"] if eid in accepted_at]
+    return {
+        "accept_per_s": events / (accept_done - started),
+        "api_p50_ms": pct(request_s, 50) * 1000,
+        "api_p99_ms": pct(request_s, 99) * 1000,
+        "delivered_per_s": events / (done - started),
+        "e2e_p50_ms": pct(latencies, 50) * 1000,
+        "e2e_p95_ms": pct(latencies, 95) * 1000,
+        "e2e_p99_ms": pct(latencies, 99) * 1000,
+        # CPU per event is the figure that survives a busy machine: throughput on an idle 2-core box is
+        # bounded by about 2000 / (api + worker) events/s.
+        "api_cpu_ms_per_event": (cpu_after["api"] - cpu_before["api"]) * 1000 / events,
+        "worker_cpu_ms_per_delivery": (cpu_after["worker"] - cpu_before["worker"]) * 1000 / events,
+    }
+
+
+async def idle_phase(herald: Herald, receiver_url: str, events: int) -> dict[str, float]:
+    project = f"idle-{uuid.uuid4().hex[:6]}"
+    async with aiohttp.ClientSession() as session:
+        await create_webhook(session, herald.url, receiver_url, project)
+        latencies = []
+        for i in range(events):
+            await receiver_reset(session, receiver_url)
+            body = {
+                "type": "release.created",
+                "project": project,
+                "environment": "prod",
+                "version": f"2.0.{i}",
+            }
+            async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+                assert resp.status == 202
+            accepted = time.time()
+            arrived = await wait_received(session, receiver_url, 1, timeout_s=30)
+            latencies.append(arrived - accepted)
+            await asyncio.sleep(0.2)
+    # wait_received polls every 50 ms, so these figures are at most ~50 ms pessimistic
+    return {"idle_p50_ms": pct(latencies, 50) * 1000, "idle_p99_ms": pct(latencies, 99) * 1000}
+
+
+async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> dict[str, float]:
+    project = f"fan-{uuid.uuid4().hex[:6]}"
+    connector = aiohttp.TCPConnector(limit=16)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        sem = asyncio.Semaphore(16)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await create_webhook(session, herald.url, f"{receiver_url}/{i}", project)
+
+        await asyncio.gather(*(one(i) for i in range(integrations)))
+        await receiver_reset(session, receiver_url)
+        started = time.time()
+        body = {"type": "release.created", "project": project, "environment": "prod", "version": "3.0.0"}
+        async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+            event_id = (await resp.json())["data"]["event_id"]
+        done = await wait_received(session, receiver_url, integrations, timeout_s=120)
+    with psycopg.connect(herald.database_url.replace("+psycopg", "")) as conn:
+        fanout_s = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM fanned_out_at - created_at) FROM event WHERE id = %s", (event_id,)
+        ).fetchone()
+    return {
+        "fanout_rows_s": float(fanout_s[0]) if fanout_s else float("nan"),
+        "fanout_all_delivered_s": done - started,
+        "fanout_delivered_per_s": integrations / (done - started),
+    }
+
+
+def run_herald(delay_ms: float, events: int, concurrency: int, fanout: int, idle: int) -> dict[str, float]:
+    with (
+        tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
+        receiver_process(delay_ms) as receiver_url,Herald(Path(tmp)) as herald
+    ):
+        figures = asyncio.run(load_phase(herald, receiver_url, events, concurrency))
+        figures |= asyncio.run(idle_phase(herald, receiver_url, idle))
+        if fanout:
+            figures |= asyncio.run(fanout_phase(herald, receiver_url, fanout))
+        main_mb, children_mb = herald.worker_rss_mb()
+        figures["worker_rss_main_mb"] = main_mb
+        figures["worker_rss_children_mb"] = sum(children_mb)
+    return figures
+
+
+def run_bare_baseline(delay_ms: float, messages: int) -> dict[str, Any]:
+    with receiver_process(delay_ms) as receiver_url:
+        return run_baseline(receiver_url, messages, concurrency=50)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Herald end-to-end benchmark with a bare-Celery baseline")
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent API clients")
+    parser.add_argument(
+        "--fanout", type=int, default=1000, help="integrations for the fan-out phase (0: skip)"
+    )
+    parser.add_argument("--idle", type=int, default=20, help="events posted one at a time for idle latency")
+    parser.add_argument("--delays-ms", default="0,50")
+    parser.add_argument("--baseline-messages", type=int, default=2000)
+    args = parser.parse_args(argv)
+
+    rows = []
+    for delay_ms in (float(d) for d in args.delays_ms.split(",")):
+        print(f"\n--- receiver delay {delay_ms:g} ms: Herald ({args.events} events) ...", flush=True)
+        ours = run_herald(delay_ms, args.events, args.concurrency, args.fanout if delay_ms else 0, args.idle)
+        print(
+            f"--- receiver delay {delay_ms:g} ms: bare Celery baseline ({args.baseline_messages} msgs) ...",
+            flush=True,
+        )
+        base = run_bare_baseline(delay_ms, args.baseline_messages)
+        rows.append((delay_ms, ours, base))
+        for key, value in ours.items():
+            print(f"  {key:28s} {value:10.1f}")
+        print(f"  {'baseline_posts_per_s':28s} {base['posts_per_s']:10.1f}")
+
+    print("\nSummary (this machine, this run)")
+    print(
+        f"{'receiver':>9} {'accept/s':>9} {'api p50/p99 ms':>15} {'delivered/s':>12} {'baseline/s':>11} {'ratio':>6}"
+        f" {'e2e p50/p95/p99 ms':>20} {'idle p50 ms':>12}"
+    )
+    for delay_ms, ours, base in rows:
+        ratio = ours["delivered_per_s"] / base["posts_per_s"] if base["posts_per_s"] else float("nan")
+        print(
+            f"{delay_ms:>7g}ms {ours['accept_per_s']:>9.0f} {ours['api_p50_ms']:>7.1f}/{ours['api_p99_ms']:<7.1f}"
+            f" {ours['delivered_per_s']:>12.0f} {base['posts_per_s']:>11.0f} {ratio:>6.2f}"
+            f" {ours['e2e_p50_ms']:>6.0f}/{ours['e2e_p95_ms']:.0f}/{ours['e2e_p99_ms']:<6.0f}"
+            f" {ours['idle_p50_ms']:>12.0f}"
+        )
+    for delay_ms, ours, _ in rows:
+        if "fanout_rows_s" in ours:
+            print(
+                f"fan-out to {args.fanout} integrations ({delay_ms:g} ms receiver): rows in "
+                f"{ours['fanout_rows_s']:.2f} s, all delivered in {ours['fanout_all_delivered_s']:.2f} s "
+                f"({ours['fanout_delivered_per_s']:.0f}/s)"
+            )
+    for delay_ms, ours, _ in rows:
+        print(
+            f"worker RSS ({delay_ms:g} ms run): main {ours['worker_rss_main_mb']:.0f} MiB, "
+            f"pool children {ours['worker_rss_children_mb']:.0f} MiB total"
+        )
+
+
+if __name__ == "__main__":
+    main()
