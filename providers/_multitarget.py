@@ -11,11 +11,12 @@ sends only to targets not yet delivered and reports per-target outcomes. The rul
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from providers.base import Receipt
-from shared.errors import AuthFailed, DeliveryError, RateLimited, TargetGone
+from shared.errors import AuthFailed, DeliveryError, RateLimited, TargetGone, TransportTimeout
 
 DELIVERED = "delivered"
 
@@ -28,6 +29,41 @@ class TargetResult:
     error: DeliveryError | None = None
     #: the vendor says this target is gone for good (unregistered token): remove it from the integration
     gone: bool = False
+
+
+async def send_each(
+    provider: str,
+    targets: Sequence[str],
+    send_one: Callable[[str], Awaitable[TargetResult]],
+    *,
+    budget_s: float,
+    concurrency: int,
+) -> list[TargetResult]:
+    """`send_one` for every target, `concurrency` at a time, all within `budget_s`.
+
+    The worker gives a send its config's timeout_s plus a few seconds before it abandons it (and then records
+    an internal error, losing every target's outcome). With many targets and a slow vendor the sends would
+    outlast that, so the ones still running when the budget is spent are cancelled and count as timed out:
+    retryable, and the retry goes only to them."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def bounded(target: str) -> TargetResult:
+        async with limit:
+            return await send_one(target)
+
+    tasks = [asyncio.ensure_future(bounded(t)) for t in targets]
+    _, late = await asyncio.wait(tasks, timeout=max(budget_s, 0.1))
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    results: list[TargetResult] = []
+    for target, task in zip(targets, tasks, strict=True):
+        if task in late or task.cancelled():
+            error = TransportTimeout(provider, f"not sent within the attempt's {budget_s:.0f} s budget")
+            results.append(TargetResult(target, "timeout", error))
+        else:
+            results.append(task.result())
+    return results
 
 
 def pending(targets: Sequence[str], progress: Mapping[str, str] | None) -> list[str]:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from providers._http import HttpClient, HttpResponse, classify_status, excerpt
 from providers._http2 import Http2Client
-from providers._multitarget import DELIVERED, TargetResult, conclude, pending
+from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
 from providers.apns._token import TokenCache, load_key
 from providers.apns.payload import build_payload, collapse_id
 from providers.base import Provider, Receipt, secret_values
@@ -42,6 +41,8 @@ GONE_REASONS = frozenset({"Unregistered", "ExpiredToken", "BadDeviceToken"})
 MAX_TOKENS = 1000
 # Requests in flight at once for one delivery; they multiplex over the HTTP/2 connection.
 MAX_CONCURRENT_STREAMS = 20
+# The whole attempt's time: timeout_s plus this, inside the worker's own allowance (timeout_s + 5 s).
+ATTEMPT_BUDGET_EXTRA_S = 3.0
 _NAMESPACE = uuid.UUID("5b1f7f55-2a0e-4d7e-9e39-3f0c1d2a6a01")
 
 
@@ -141,13 +142,13 @@ class ApnsProvider(Provider[ApnsConfig]):
         body = orjson.dumps(build_payload(message, config.push_type, config.sound))
         if self._http2 is None:
             self._http2 = Http2Client(self.http.policy, ca_file=self._tls_ca_file)
-        limit = asyncio.Semaphore(MAX_CONCURRENT_STREAMS)
-
-        async def one(token: str) -> TargetResult:
-            async with limit:
-                return await self._send_token(message, config, token, body, idempotency_key)
-
-        results = await asyncio.gather(*(one(t) for t in todo))
+        results = await send_each(
+            NAME,
+            todo,
+            lambda token: self._send_token(message, config, token, body, idempotency_key),
+            budget_s=config.timeout_s + ATTEMPT_BUDGET_EXTRA_S,
+            concurrency=MAX_CONCURRENT_STREAMS,
+        )
         return conclude(NAME, results)
 
     async def _send_token(

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from providers._http import HttpClient, HttpResponse, classify_status, excerpt, parse_retry_after
-from providers._multitarget import DELIVERED, TargetResult, conclude, pending
+from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
 from providers.base import Provider, Receipt, secret_values
 from providers.fcm._oauth import AccessTokens, Account, load_key
 from providers.fcm.message import TOPIC_PREFIX, build_message
@@ -39,6 +39,8 @@ from shared.rendering import RenderedMessage
 NAME = "fcm"
 MAX_TARGETS = 1000
 MAX_CONCURRENT_SENDS = 20
+# The whole attempt's time: timeout_s plus this, inside the worker's own allowance (timeout_s + 5 s).
+ATTEMPT_BUDGET_EXTRA_S = 3.0
 RETRYABLE_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "SENDER_ID_MISMATCH"})
 _HTTP_URL = r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$"
@@ -148,15 +150,17 @@ class FcmProvider(Provider[FcmConfig]):
         if not todo:
             return Receipt(target_progress={})
         account = config.account()
+        started_s = time.monotonic()
         # The token is fetched once up front: a failure here (bad key) is the whole attempt's, not per target.
         await self._tokens.get(account, timeout_s=config.timeout_s)
-        limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
-
-        async def one(target: str) -> TargetResult:
-            async with limit:
-                return await self._send_target(message, config, account, target)
-
-        return conclude(NAME, await asyncio.gather(*(one(t) for t in todo)))
+        results = await send_each(
+            NAME,
+            todo,
+            lambda target: self._send_target(message, config, account, target),
+            budget_s=config.timeout_s + ATTEMPT_BUDGET_EXTRA_S - (time.monotonic() - started_s),
+            concurrency=MAX_CONCURRENT_SENDS,
+        )
+        return conclude(NAME, results)
 
     async def _send_target(
         self, message: RenderedMessage, config: FcmConfig, account: Account, target: str
