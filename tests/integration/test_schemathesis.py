@@ -6,13 +6,18 @@ Bounded so the whole module takes well under a minute: few examples per operatio
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, Phase, given, settings
@@ -37,6 +42,25 @@ HEADER_SECRET = "st-header-" + uuid.uuid4().hex
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SLACK_PATH_SECRET = "st-slack-" + uuid.uuid4().hex
 SECRETS = (WEBHOOK_TOKEN, HEADER_SECRET, SIGNING_SECRET, SLACK_PATH_SECRET, ADMIN_KEY)
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class _Collect(logging.Handler):
@@ -77,7 +101,7 @@ def fuzz_stack(template_db: str, tmp_path_factory: pytest.TempPathFactory, log_l
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(fuzz_stack: Stack):
+def fuzz_api(fuzz_stack: Stack) -> Iterator[str]:
     from api.app import create_app
 
     app = create_app(fuzz_stack.settings())
@@ -108,16 +132,18 @@ def fuzz_app(fuzz_stack: Stack):
                 json={"integration_id": r.json()["data"]["id"], "project": body.get("project")},
             )
             assert r.status_code == 201, r.text
-    return app
+    # Served over real HTTP by uvicorn, lifespan and all (the async ingest pool lives on its loop).
+    with serve(app) as base_url:
+        yield base_url
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 8
 
 
-def fuzz(app, secrets: tuple[str, ...] = ()) -> list[str]:
+def fuzz(base_url: str, secrets: tuple[str, ...] = ()) -> list[str]:
     """Run valid and invalid examples of every operation through the checks; raise on the first failure."""
-    api_schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    api_schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     seen: list[str] = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
@@ -133,7 +159,7 @@ def fuzz(app, secrets: tuple[str, ...] = ()) -> list[str]:
                 database=None,
             )
             def run(case) -> None:
-                response = case.call(headers=AUTH)
+                response = case.call(base_url=base_url, headers=AUTH)
                 for secret in secrets:
                     assert secret not in response.text, f"{case.method} {case.path} leaked a secret"
                 case.validate_response(response, checks=CHECKS)
@@ -147,8 +173,8 @@ def fuzz(app, secrets: tuple[str, ...] = ()) -> list[str]:
     return seen
 
 
-def test_no_operation_fails_or_leaks(fuzz_app):
-    seen = fuzz(fuzz_app, SECRETS)
+def test_no_operation_fails_or_leaks(fuzz_api):
+    seen = fuzz(fuzz_api, SECRETS)
     assert len(seen) >= 25  # every route is in the schema (health, events, management)
     print(
         f"\nschemathesis: {len(seen)} operations, up to {EXAMPLES_PER_OPERATION} valid + invalid examples each"
@@ -162,8 +188,8 @@ def test_the_harness_does_catch_a_server_error():
     def _broken(n: int = 0) -> JSONResponse:
         return JSONResponse({"n": n}, status_code=500 if n % 2 == 0 else 200)
 
-    with pytest.raises(BaseExceptionGroup) as failures:
-        fuzz(broken)
+    with serve(broken) as base_url, pytest.raises(BaseExceptionGroup) as failures:
+        fuzz(base_url)
     assert failures.group_contains(ServerError)
 
 
