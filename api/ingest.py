@@ -9,6 +9,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -42,25 +43,40 @@ def libpq_url(sqlalchemy_url: str) -> str:
 
 
 class EventStore:
-    """The async connection pool for ingestion; opened in the app's lifespan."""
+    """The async connection pool for ingestion, bound to the event loop that serves requests.
+
+    An async pool belongs to one loop. uvicorn has exactly one, but an ASGI host may drive the app from
+    another loop than the lifespan's (test clients do), so the pool is (re)made for the running loop.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.pool = AsyncConnectionPool(
-            libpq_url(settings.database_url),
-            min_size=2,
-            max_size=settings.database_pool_size,
-            kwargs={"autocommit": True, "connect_timeout": 3},
-            timeout=5,
-            open=False,
-        )
+        self._pool: AsyncConnectionPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def pool(self) -> AsyncConnectionPool:
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._loop is not loop:
+            pool = AsyncConnectionPool(
+                libpq_url(self._settings.database_url),
+                min_size=2,
+                max_size=self._settings.database_pool_size,
+                kwargs={"autocommit": True, "connect_timeout": 3},
+                timeout=5,
+                open=False,
+            )
+            # Do not wait for connections: an API started while PostgreSQL is down must answer 503.
+            await pool.open(wait=False)
+            self._pool, self._loop = pool, loop
+        return self._pool
 
     async def open(self) -> None:
-        # Do not wait for connections: an API started while PostgreSQL is down must come up and answer 503.
-        await self.pool.open(wait=False)
+        await self.pool()
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self._pool is not None and self._loop is asyncio.get_running_loop():
+            await self._pool.close()
+        self._pool = self._loop = None
 
     async def principal(self, request: Request) -> Principal:
         raw = _presented_key(request)
@@ -78,7 +94,7 @@ class EventStore:
 
     async def _fetchone(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         try:
-            async with self.pool.connection() as conn:
+            async with (await self.pool()).connection() as conn:
                 cursor = await conn.execute(sql, params)
                 return await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
