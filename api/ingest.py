@@ -99,6 +99,11 @@ class EventStore:
                 return await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise database_unavailable() from exc
+        except psycopg.DataError as exc:
+            # Text PostgreSQL cannot store (a NUL character): the client's input, not our outage.
+            raise ApiError(
+                422, "invalid_field", "a text field contains a character that cannot be stored"
+            ) from exc
 
     async def accept(
         self,

@@ -68,18 +68,34 @@ FANOUT_DELIVERIES = Counter(
 )
 
 # --- System state, computed at scrape time from PostgreSQL and Redis ---------------------------------------
+# Only the API sets these. Worker processes (multiprocess mode) still export them at 0, so the mode is "max"
+# (no pid label) and dashboards read them with max().
 QUEUE_DEPTH = Gauge(
     "herald_queue_depth",
     "Messages waiting on a Redis queue (priority sub-lists summed).",
     ["queue"],
+    multiprocess_mode="max",
 )
 QUEUE_OLDEST_AGE = Gauge(
     "herald_queue_oldest_age_seconds",
     "Age of the oldest delivery published to Redis and not yet claimed by a worker.",
+    multiprocess_mode="max",
 )
-OUTBOX_BACKLOG = Gauge("herald_outbox_backlog", "Accepted events not fanned out yet.")
-OUTBOX_OLDEST_AGE = Gauge("herald_outbox_oldest_age_seconds", "Age of the oldest event not fanned out yet.")
-DEAD_LETTERS = Gauge("herald_dead_letters", "Deliveries in the dead-letter set, by provider.", ["provider"])
+OUTBOX_BACKLOG = Gauge(
+    "herald_outbox_backlog", "Accepted events not fanned out yet.", multiprocess_mode="max"
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "herald_outbox_oldest_age_seconds", "Age of the oldest event not fanned out yet.", multiprocess_mode="max"
+)
+DEAD_LETTERS = Gauge(
+    "herald_dead_letters",
+    "Deliveries in the dead-letter set, by provider.",
+    ["provider"],
+    multiprocess_mode="max",
+)
 DELIVERIES_BY_STATE = Gauge(
-    "herald_deliveries_in_state", "Deliveries currently in each non-final state.", ["state"]
+    "herald_deliveries_in_state",
+    "Deliveries currently in each non-final state.",
+    ["state"],
+    multiprocess_mode="max",
 )

@@ -194,3 +194,8 @@ def test_route_needs_an_existing_integration(api):
         json={"integration_id": "7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b", "min_severity": "apocalyptic"},
     )
     assert error_of(r) == (422, "invalid_field")
+
+
+def test_nul_character_is_refused_not_a_500(api, project):
+    r = api.post("/v1/events/release", headers=AUTH, json={**release_event(project), "description": "bad\x00byte"})
+    assert error_of(r) == (422, "invalid_field")
