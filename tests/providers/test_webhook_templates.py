@@ -25,7 +25,8 @@ from tests.golden.samples import SAMPLES
 
 OLD = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3"  # base64 of 30 bytes
-SEED_003 = next(Path("/work/shared/seeds").glob("003_*.txt"), None)
+# The product documents live beside the repository (../shared/seeds), as in CI.
+SEED_003 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from providers.render.template import (
 from providers.webhook import WebhookConfig
 from tests.golden.samples import SAMPLES
 
-SEED_003 = next(Path("/work/shared/seeds").glob("003_*.txt"), None)
+# The product documents live beside the repository (../shared/seeds), as in CI.
+SEED_003 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 
 
