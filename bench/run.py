@@ -350,7 +350,8 @@ async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> 
 def run_herald(delay_ms: float, events: int, concurrency: int, fanout: int, idle: int) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
-        receiver_process(delay_ms) as receiver_url,Herald(Path(tmp)) as herald
+        receiver_process(delay_ms) as receiver_url,
+        Herald(Path(tmp)) as herald,
     ):
         figures = asyncio.run(load_phase(herald, receiver_url, events, concurrency))
         figures |= asyncio.run(idle_phase(herald, receiver_url, idle))

@@ -24,7 +24,6 @@ from providers.base import Receipt
 from shared import metrics
 from shared.crypto import DecryptError
 from shared.db.models import Event, Integration
-from shared.events import EventFacts
 from shared.rendering import RenderedMessage, render
 from shared.secrets_at_rest import decrypt_config
 from workers.retry import RetryPolicy
@@ -139,7 +138,7 @@ def prepare(
             jobs.append(Job(c, "unknown", None, None, policy, setup_error="event or integration deleted"))
             continue
         if c.event_id not in messages:
-            messages[c.event_id] = render(event_facts(event))
+            messages[c.event_id] = render(event.facts())
         if c.integration_id not in configs:
             configs[c.integration_id] = load_config(runtime, integration)
         config = configs[c.integration_id]
@@ -226,17 +225,3 @@ def send_claimed(
     outcomes = runtime.run(_send_all(runtime, jobs))
     record(runtime, outcomes)
     return len(outcomes)
-
-
-def event_facts(event: Event) -> EventFacts:
-    return EventFacts(
-        id=event.id,
-        kind=event.kind,
-        type=event.type,
-        project=event.project,
-        environment=event.environment,
-        severity=event.severity,
-        payload=event.payload,
-        created_at=event.created_at,
-        lifecycle_key=event.lifecycle_key,
-    )

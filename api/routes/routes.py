@@ -35,7 +35,7 @@ from shared.events import (
     release_severity,
 )
 from shared.rendering import render
-from shared.routing import IntegrationTarget, RouteRule, route_mismatch, target_mismatch
+from shared.routing import route_mismatch, target_mismatch
 
 if TYPE_CHECKING:
     from providers._http import HttpClient
@@ -197,20 +197,8 @@ def explain(body: ExplainIn, request: Request, session: DbSession, _: Reader) ->
     out: list[ExplainRoute] = []
     for r in routes:
         integration = integrations[r.integration_id]
-        rule = RouteRule(
-            r.id,
-            r.integration_id,
-            r.project,
-            r.environments,
-            r.event_types,
-            r.min_severity,
-            apps=r.apps,
-            clusters=r.clusters,
-            pipelines=r.pipelines,
-        )
-        target = IntegrationTarget(
-            integration.id, integration.provider, integration.project, integration.enabled
-        )
+        rule = r.rule()
+        target = integration.target()
         reason = target_mismatch(facts, target) or route_mismatch(facts, rule)
         would: str | None = None
         preview = preview_error = None

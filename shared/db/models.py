@@ -33,6 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.events import EventFacts
+from shared.routing import IntegrationTarget, RouteRule
+
 
 class Base(DeclarativeBase):
     pass
@@ -80,6 +83,9 @@ class Integration(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
+    def target(self) -> IntegrationTarget:
+        return IntegrationTarget(self.id, self.provider, self.project, self.enabled)
+
 
 class Route(Base):
     __tablename__ = "route"
@@ -100,6 +106,20 @@ class Route(Base):
 
     __table_args__ = (CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),)
 
+    def rule(self) -> RouteRule:
+        """The route as the pure routing code sees it."""
+        return RouteRule(
+            self.id,
+            self.integration_id,
+            self.project,
+            self.environments,
+            self.event_types,
+            self.min_severity,
+            apps=self.apps,
+            clusters=self.clusters,
+            pipelines=self.pipelines,
+        )
+
 
 class Event(Base):
     __tablename__ = "event"
@@ -119,6 +139,20 @@ class Event(Base):
     fanned_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The outbox relay: the sweeper enqueues `fanout` again when this passes and fanned_out_at is still NULL.
     next_fanout_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def facts(self) -> EventFacts:
+        """The event as routing and rendering see it."""
+        return EventFacts(
+            id=self.id,
+            kind=self.kind,
+            type=self.type,
+            project=self.project,
+            environment=self.environment,
+            severity=self.severity,
+            payload=self.payload,
+            created_at=self.created_at,
+            lifecycle_key=self.lifecycle_key,
+        )
 
     __table_args__ = (
         Index("event_outbox_idx", "next_fanout_at", postgresql_where=text("fanned_out_at IS NULL")),

@@ -197,5 +197,7 @@ def test_route_needs_an_existing_integration(api):
 
 
 def test_nul_character_is_refused_not_a_500(api, project):
-    r = api.post("/v1/events/release", headers=AUTH, json={**release_event(project), "description": "bad\x00byte"})
+    r = api.post(
+        "/v1/events/release", headers=AUTH, json={**release_event(project), "description": "bad\x00byte"}
+    )
     assert error_of(r) == (422, "invalid_field")

@@ -25,11 +25,11 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.events import EventFacts
-from shared.routing import IntegrationTarget, RouteRule, plan
+from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime, get_runtime
-from workers.sending import Claimed, claim_in, event_facts, send_claimed
+from workers.sending import Claimed, claim_in, send_claimed
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,10 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
         if not events:
             session.rollback()
             return FanoutResult()
-        facts = [event_facts(e) for e in events]
+        facts = [e.facts() for e in events]
         routes = _routes_for(session, {f.project for f in facts})
         integrations = _integrations_for(session, {r.integration_id for r in routes})
-        targets = {
-            i.id: IntegrationTarget(i.id, i.provider, i.project, i.enabled) for i in integrations.values()
-        }
+        targets = {i.id: i.target() for i in integrations.values()}
         previous = _previous_refs(session, facts)
         rows: list[dict[str, object]] = []
         for fact in facts:
@@ -115,20 +113,8 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
-    return [
-        RouteRule(
-            r.id,
-            r.integration_id,
-            r.project,
-            r.environments,
-            r.event_types,
-            r.min_severity,
-            apps=r.apps,
-            clusters=r.clusters,
-            pipelines=r.pipelines,
-        )
-        for r in session.scalars(select(Route).where(Route.project.is_(None) | Route.project.in_(projects)))
-    ]
+    query = select(Route).where(Route.project.is_(None) | Route.project.in_(projects))
+    return [r.rule() for r in session.scalars(query)]
 
 
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
