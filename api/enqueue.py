@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_BACKOFF_S = 5.0
 # Long enough to gather a burst, short enough to be invisible next to a provider's 50-500 ms answer.
-FANOUT_LINGER_S = 0.002
+FANOUT_LINGER_S = 0.010
 FANOUT_MAX_IDS = 500
 
 

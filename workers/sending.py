@@ -24,6 +24,7 @@ from providers.base import Receipt
 from shared import metrics
 from shared.crypto import DecryptError
 from shared.db.models import Event, Integration
+from shared.db.sql import any_of
 from shared.rendering import RenderedMessage, render
 from shared.secrets_at_rest import decrypt_config
 from workers.retry import RetryPolicy
@@ -106,12 +107,13 @@ def load_rows(
 ) -> tuple[dict[uuid.UUID, Event], dict[uuid.UUID, Integration]]:
     with runtime.sessions() as session:
         events = {
-            e.id: e for e in session.scalars(select(Event).where(Event.id.in_({c.event_id for c in claimed})))
+            e.id: e
+            for e in session.scalars(select(Event).where(any_of(Event.id, {c.event_id for c in claimed})))
         }
         integrations = {
             i.id: i
             for i in session.scalars(
-                select(Integration).where(Integration.id.in_({c.integration_id for c in claimed}))
+                select(Integration).where(any_of(Integration.id, {c.integration_id for c in claimed}))
             )
         }
     return events, integrations

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 
 from celery import shared_task
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.db.models import Delivery, Event, Integration, Route
+from shared.db.sql import any_of
 from shared.events import EventFacts
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 
 # Rows per INSERT statement: large fan-outs (one event to thousands of integrations) stay within sane sizes.
 INSERT_CHUNK_ROWS = 1000
+
+# One statement text for any number of rows (arrays, not a VALUES list), so it is parsed and planned once.
+# Pending rows are marked as published (queued_at) in the same insert: if the publish is lost, the sweeper
+# republishes them after requeue_after_s.
+INSERT_DELIVERIES_SQL = text(
+    """
+    INSERT INTO delivery (id, event_id, integration_id, state, queued_at, previous_ref)
+    SELECT u.id, u.event_id, u.integration_id, u.state,
+           CASE WHEN u.state = 'pending' THEN now() END, u.previous_ref
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:event_ids AS uuid[]), CAST(:integration_ids AS uuid[]),
+                  CAST(:states AS text[]), CAST(:previous_refs AS text[]))
+           AS u(id, event_id, integration_id, state, previous_ref)
+    ON CONFLICT ON CONSTRAINT delivery_event_integration_key DO NOTHING
+    RETURNING id, state, integration_id
+    """
+)
 
 
 @dataclass
@@ -57,7 +73,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
         events = list(
             session.scalars(
                 select(Event)
-                .where(Event.id.in_(event_ids), Event.fanned_out_at.is_(None))
+                .where(any_of(Event.id, event_ids), Event.fanned_out_at.is_(None))
                 .with_for_update(skip_locked=True)
             )
         )
@@ -69,37 +85,33 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
         integrations = _integrations_for(session, {r.integration_id for r in routes})
         targets = {i.id: i.target() for i in integrations.values()}
         previous = _previous_refs(session, facts)
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[uuid.UUID, uuid.UUID, str, str | None]] = []
         for fact in facts:
             for p in plan(fact, routes, targets):
                 rows.append(
-                    {
-                        "id": uuid.uuid4(),
-                        "event_id": fact.id,
-                        "integration_id": p.integration_id,
-                        "state": p.state,
-                        # Marked as published in the same insert: if the publish below is lost, the sweeper
-                        # republishes them after requeue_after_s.
-                        "queued_at": func.now() if p.state == "pending" else None,
-                        "previous_ref": previous.get((fact.lifecycle_key, p.integration_id)),
-                    }
+                    (fact.id, p.integration_id, p.state, previous.get((fact.lifecycle_key, p.integration_id)))
                 )
         new_pending: list[uuid.UUID] = []
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-            stmt = (
-                insert(Delivery)
-                .values(rows[start : start + INSERT_CHUNK_ROWS])
-                .on_conflict_do_nothing(constraint="delivery_event_integration_key")
-                .returning(Delivery.id, Delivery.state, Delivery.integration_id)
+            chunk = rows[start : start + INSERT_CHUNK_ROWS]
+            inserted = session.execute(
+                INSERT_DELIVERIES_SQL,
+                {
+                    "ids": [uuid.uuid4() for _ in chunk],
+                    "event_ids": [r[0] for r in chunk],
+                    "integration_ids": [r[1] for r in chunk],
+                    "states": [r[2] for r in chunk],
+                    "previous_refs": [r[3] for r in chunk],
+                },
             )
-            for delivery_id, state, integration_id in session.execute(stmt):
+            for delivery_id, state, integration_id in inserted:
                 metrics.FANOUT_DELIVERIES.labels(state).inc()
                 if state == "pending":
                     new_pending.append(delivery_id)
                 else:
                     metrics.DELIVERIES.labels(targets[integration_id].provider, "skipped", "").inc()
         session.execute(
-            update(Event).where(Event.id.in_([e.id for e in events])).values(fanned_out_at=func.now())
+            update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
         inline = claim_in(session, runtime, new_pending[: runtime.settings.deliver_batch_size])
         session.commit()
@@ -113,14 +125,16 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
-    query = select(Route).where(Route.project.is_(None) | Route.project.in_(projects))
+    query = select(Route).where(Route.project.is_(None) | any_of(Route.project, projects, uuids=False))
     return [r.rule() for r in session.scalars(query)]
 
 
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
     if not integration_ids:
         return {}
-    return {i.id: i for i in session.scalars(select(Integration).where(Integration.id.in_(integration_ids)))}
+    return {
+        i.id: i for i in session.scalars(select(Integration).where(any_of(Integration.id, integration_ids)))
+    }
 
 
 def _previous_refs(session: Session, facts: list[EventFacts]) -> dict[tuple[str | None, uuid.UUID], str]:
@@ -132,8 +146,8 @@ def _previous_refs(session: Session, facts: list[EventFacts]) -> dict[tuple[str 
         select(Event.lifecycle_key, Delivery.integration_id, Delivery.provider_ref)
         .join(Event, Event.id == Delivery.event_id)
         .where(
-            Event.lifecycle_key.in_(keys),
-            Event.id.not_in([f.id for f in facts]),
+            any_of(Event.lifecycle_key, keys, uuids=False),
+            ~any_of(Event.id, [f.id for f in facts]),
             Delivery.state == "delivered",
             Delivery.provider_ref.is_not(None),
         )
