@@ -318,6 +318,40 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
     }
 
 
+async def api_phase(herald: Herald, events: int, concurrency: int) -> dict[str, float]:
+    """The API on its own terms: events for a project with no routes, so the worker only marks them fanned out
+    and the API has the CPU (the end-to-end phase shares it with the worker, PostgreSQL and the receiver)."""
+    project = f"api-{uuid.uuid4().hex[:6]}"
+    request_s: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = list(range(events))
+
+        async def sender() -> None:
+            while remaining:
+                i = remaining.pop()
+                body = {
+                    "type": "release.created",
+                    "project": project,
+                    "environment": "prod",
+                    "version": f"4.{i}",
+                }
+                t0 = time.perf_counter()
+                async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+                    await resp.read()
+                request_s.append(time.perf_counter() - t0)
+                assert resp.status == 202
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed_s = time.perf_counter() - started
+    return {
+        "api_only_accept_per_s": events / elapsed_s,
+        "api_only_p50_ms": pct(request_s, 50) * 1000,
+        "api_only_p99_ms": pct(request_s, 99) * 1000,
+    }
+
+
 async def idle_phase(herald: Herald, receiver_url: str, events: int) -> dict[str, float]:
     project = f"idle-{uuid.uuid4().hex[:6]}"
     async with aiohttp.ClientSession() as session:
@@ -379,13 +413,16 @@ async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> 
     }
 
 
-def run_herald(delay_ms: float, events: int, concurrency: int, fanout: int, idle: int) -> dict[str, float]:
+def run_herald(
+    delay_ms: float, events: int, concurrency: int, fanout: int, idle: int, api_concurrency: int = 8
+) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
         receiver_process(delay_ms) as receiver_url,
         Herald(Path(tmp)) as herald,
     ):
-        figures = asyncio.run(load_phase(herald, receiver_url, events, concurrency))
+        figures = asyncio.run(api_phase(herald, events, api_concurrency))
+        figures |= asyncio.run(load_phase(herald, receiver_url, events, concurrency))
         figures |= asyncio.run(idle_phase(herald, receiver_url, idle))
         if fanout:
             figures |= asyncio.run(fanout_phase(herald, receiver_url, fanout))
@@ -401,7 +438,10 @@ def run_bare_baseline(delay_ms: float, messages: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Herald end-to-end benchmark with a bare-Celery baseline")
     parser.add_argument("--events", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent API clients")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent API clients, end to end")
+    parser.add_argument(
+        "--api-concurrency", type=int, default=8, help="concurrent API clients, API-only phase"
+    )
     parser.add_argument(
         "--fanout", type=int, default=1000, help="integrations for the fan-out phase (0: skip)"
     )
@@ -413,7 +453,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for delay_ms in (float(d) for d in args.delays_ms.split(",")):
         print(f"\n--- receiver delay {delay_ms:g} ms: Herald ({args.events} events) ...", flush=True)
-        ours = run_herald(delay_ms, args.events, args.concurrency, args.fanout if delay_ms else 0, args.idle)
+        ours = run_herald(
+            delay_ms,
+            args.events,
+            args.concurrency,
+            args.fanout if delay_ms else 0,
+            args.idle,
+            args.api_concurrency,
+        )
         print(
             f"--- receiver delay {delay_ms:g} ms: bare Celery baseline ({args.baseline_messages} msgs) ...",
             flush=True,
@@ -444,6 +491,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ours['fanout_rows_s']:.2f} s, all delivered in {ours['fanout_all_delivered_s']:.2f} s "
                 f"({ours['fanout_delivered_per_s']:.0f}/s)"
             )
+    for delay_ms, ours, _ in rows:
+        print(
+            f"API alone ({delay_ms:g} ms run, {args.api_concurrency} clients): {ours['api_only_accept_per_s']:.0f}"
+            f" events/s accepted, p50 {ours['api_only_p50_ms']:.1f} ms, p99 {ours['api_only_p99_ms']:.1f} ms"
+        )
     for delay_ms, ours, _ in rows:
         print(f"worker RSS ({delay_ms:g} ms run): {ours['worker_rss_mb']:.0f} MiB")
 
