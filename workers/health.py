@@ -2,7 +2,7 @@
 
 `celery inspect ping` in a probe boots a whole Celery app per call (about 3 s of CPU, celery#4079) and goes
 through the broker, so a Redis blip fails every worker's probe at once. Instead, a worker bootstep registers a
-repeating entry on the worker's timer. With the prefork pool on Redis that timer is driven by the main
+repeating entry on the worker's timer. On Redis that timer is driven by the main
 process's event loop (the same loop that consumes messages and feeds the pool), so the file's modification
 time is proof that the loop still turns. The probe only compares that time with the clock
 (`herald-entrypoint worker-alive`, a shell one-liner: no Python start-up per probe).

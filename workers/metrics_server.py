@@ -1,6 +1,7 @@
-"""The worker's metrics endpoint: the main process serves what every prefork child recorded.
+"""The worker's metrics endpoint, served by the worker's main process.
 
-prometheus_client's multiprocess mode needs PROMETHEUS_MULTIPROC_DIR set before any process imports it, so the
+With the default threads pool every metric is recorded in that process. With `-P prefork` the pool children
+record them, and the main process serves their aggregate: prometheus_client's multiprocess mode needs PROMETHEUS_MULTIPROC_DIR set before any process imports it, so the
 start-up command sets it (make run, the Docker image, the Helm chart, the tests); this module wipes it when the
 worker starts (files of a previous run would be summed in) and marks children dead when they exit.
 """
