@@ -20,6 +20,22 @@ router = APIRouter(
 )
 
 
+def delivery_fields(d: Delivery, attempts: dict[uuid.UUID, list[AttemptOut]]) -> dict[str, Any]:
+    """A delivery row as `DeliveryOut` fields (shared by every view of deliveries)."""
+    return {
+        "id": d.id,
+        "integration_id": d.integration_id,
+        "state": d.state,
+        "attempt_count": d.attempt_count,
+        "next_attempt_at": d.next_attempt_at if d.state in ("pending", "retrying") else None,
+        "last_error_class": d.last_error_class,
+        "last_error_detail": d.last_error_detail,
+        "dead_reason": d.dead_reason,
+        "delivered_at": d.delivered_at,
+        "attempts": attempts.get(d.id, []),
+    }
+
+
 def attempts_of(session: Session, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[AttemptOut]]:
     """Attempts per delivery: the current budget first, oldest attempt first within a budget."""
     out: dict[uuid.UUID, list[AttemptOut]] = {}
@@ -45,16 +61,7 @@ def delivery_details(session: Session, rows: Sequence[Delivery]) -> list[Deliver
         event = events[d.event_id]
         items.append(
             DeliveryDetailOut(
-                id=d.id,
-                integration_id=d.integration_id,
-                state=d.state,
-                attempt_count=d.attempt_count,
-                next_attempt_at=d.next_attempt_at if d.state in ("pending", "retrying") else None,
-                last_error_class=d.last_error_class,
-                last_error_detail=d.last_error_detail,
-                dead_reason=d.dead_reason,
-                delivered_at=d.delivered_at,
-                attempts=attempts.get(d.id, []),
+                **delivery_fields(d, attempts),
                 event_id=d.event_id,
                 event_type=event.type,
                 project=event.project,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from api.deps import Authenticated, DbSession, Principal
 from api.errors import ApiError, envelope, not_found
 from api.ingest import EventStore, accepted_response
-from api.routes.deliveries import attempts_of
+from api.routes.deliveries import attempts_of, delivery_fields
 from api.schemas import (
     DeliveryOut,
     Envelope,
@@ -144,20 +144,6 @@ def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated)
         payload=event.payload,
         created_at=event.created_at,
         fanned_out_at=event.fanned_out_at,
-        deliveries=[
-            DeliveryOut(
-                id=d.id,
-                integration_id=d.integration_id,
-                state=d.state,
-                attempt_count=d.attempt_count,
-                next_attempt_at=d.next_attempt_at if d.state in ("pending", "retrying") else None,
-                last_error_class=d.last_error_class,
-                last_error_detail=d.last_error_detail,
-                dead_reason=d.dead_reason,
-                delivered_at=d.delivered_at,
-                attempts=attempts.get(d.id, []),
-            )
-            for d in deliveries
-        ],
+        deliveries=[DeliveryOut(**delivery_fields(d, attempts)) for d in deliveries],
     )
     return envelope(out.model_dump(mode="json"))
