@@ -62,11 +62,26 @@ class EgressPolicy:
 
     def __init__(self, allow_cidrs: Sequence[str] = ()) -> None:
         self.allowed: list[IpNetwork] = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs]
+        # Parsing an address per request showed in profiles; a host's verdict never changes.
+        self._literal_verdicts: dict[str, bool] = {}
 
     def permits(self, address: IpAddress) -> bool:
         if any(address in net for net in self.allowed):
             return True
         return address.is_global and not address.is_multicast
+
+    def permits_host_literal(self, host: str) -> bool:
+        """False for an IP-literal host the policy refuses; True for names (checked once resolved)."""
+        verdict = self._literal_verdicts.get(host)
+        if verdict is None:
+            try:
+                verdict = self.permits(ipaddress.ip_address(host.strip("[]")))
+            except ValueError:
+                verdict = True  # a name: the guarded resolver checks what it resolves to
+            if len(self._literal_verdicts) > 4096:  # bounded: hosts come from configs, but be safe
+                self._literal_verdicts.clear()
+            self._literal_verdicts[host] = verdict
+        return verdict
 
 
 class _GuardedResolver(AbstractResolver):
@@ -163,11 +178,7 @@ class HttpClient:
             raise ProviderUnavailable(provider, f"transport error: {type(exc).__name__}") from None
 
     def _check_literal_address(self, provider: str, host: str) -> None:
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return  # a name: the guarded resolver checks what it resolves to
-        if not self._policy.permits(address):
+        if not self._policy.permits_host_literal(host):
             raise EgressDenied(provider, "destination address is not allowed for egress")
 
 

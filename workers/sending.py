@@ -9,7 +9,9 @@ Every outcome update is guarded by (state = 'sending', attempt_count = the claim
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -161,7 +163,27 @@ def prepare(
 
 
 def load_config(runtime: ProcessRuntime, integration: Integration) -> BaseModel | str:
-    """The validated provider config, or a reason it cannot be used (never containing the secret)."""
+    """The validated provider config, or a reason it cannot be used (never containing the secret).
+
+    Cached per process by the ciphertext itself, so any change to the stored config is a new entry."""
+    key = (integration.id, integration.provider, hashlib.sha256(integration.config_ciphertext).digest())
+    with _config_lock:
+        cached = _config_cache.get(key)
+    if cached is None:
+        cached = _decrypt_and_validate(runtime, integration)
+        with _config_lock:
+            if len(_config_cache) >= CONFIG_CACHE_ENTRIES:
+                _config_cache.pop(next(iter(_config_cache)))
+            _config_cache[key] = cached
+    return cached
+
+
+CONFIG_CACHE_ENTRIES = 2048
+_config_cache: dict[tuple[uuid.UUID, str, bytes], BaseModel | str] = {}
+_config_lock = threading.Lock()
+
+
+def _decrypt_and_validate(runtime: ProcessRuntime, integration: Integration) -> BaseModel | str:
     try:
         raw = decrypt_config(runtime.keyring, integration.id, integration.config_ciphertext)
         return registry.config_model(integration.provider).model_validate(raw)
