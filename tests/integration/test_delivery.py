@@ -153,7 +153,7 @@ def test_redirect_is_not_followed(api, receiver: FakeServer, hook_path, project)
 
 
 def test_always_500_is_dead_after_6_attempts(api, stack, receiver: FakeServer, hook_path, project):
-    receiver.script(hook_path, *[Reply(503, b"down")] * 10)
+    receiver.script(hook_path, *[Reply(500, b"down")] * 10)
     integration_id = create_webhook(api, receiver.url(hook_path), project=project)
     event_id = post_release(api, project)
     [delivery] = wait_for_deliveries(api, event_id, timeout_s=30)
