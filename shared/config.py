@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
     discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
 
+    # Delivery state machine (issue 10, states): leases from the longest attempt, pacing by elapsed time,
+    # skipped-row retention, sweeper republish deadlines that grow with the backlog, in-flight sends per process.
+    sending_lease_margin_s: float = (
+        30.0  # added to an attempt's longest allowed time (and guard) for its lease
+    )
+    rate_limited_max_elapsed_s: float = 3600.0  # a delivery paced (429/503 naming its wait) longer ends dead
+    skipped_retention_days: float = 30.0  # skipped deliveries older than this are pruned (0 = keep them)
+    republish_max_after_s: float = 600.0  # the longest a sweeper waits before republishing unclaimed work
+    inflight_sends_per_process: int = 2000  # sends one worker process holds at once (backpressure beyond)
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS

@@ -36,15 +36,22 @@ def publish_deliver_batches(delivery_ids: Sequence[uuid.UUID], batch_size: int |
     return sent
 
 
-def publish_fanout(event_ids: Sequence[uuid.UUID]) -> int:
+def publish_fanout(event_ids: Sequence[uuid.UUID], batch_size: int | None = None) -> int:
+    """Publish `fanout` tasks over the event ids, one message per batch; return how many batches went out."""
+    if not event_ids:
+        return 0
+    size = batch_size or get_settings().deliver_batch_size
     sent = 0
     try:
         with current_app.producer_or_acquire() as producer:
-            for event_id in event_ids:
-                current_app.send_task(TASK_FANOUT, args=[str(event_id)], producer=producer)
+            for start in range(0, len(event_ids), size):
+                batch = [str(i) for i in event_ids[start : start + size]]
+                current_app.send_task(TASK_FANOUT, args=[batch], producer=producer)
                 sent += 1
     except Exception:
         log.warning(
-            "could not publish fan-out of %d events; will retry", len(event_ids) - sent, exc_info=True
+            "could not publish fan-out of %d events; the sweeper will republish them",
+            len(event_ids) - sent * size,
+            exc_info=True,
         )
     return sent

@@ -16,7 +16,7 @@ from api.errors import ApiError
 from api.schemas import BulkResult, IntegrationOut
 from providers import registry
 from providers.base import mask_config, plain_config, secret_values
-from shared import deadletters
+from shared import deliveries as deadletters
 from shared.crypto import DecryptError, KeyRing
 from shared.db.models import BulkJob, Integration
 from shared.secrets_at_rest import decrypt_config

@@ -27,7 +27,7 @@ from api.schemas import (
     Envelope,
     error_responses,
 )
-from shared import deadletters
+from shared import deliveries as deadletters
 from shared.db.models import BulkJob, Delivery, Event, Integration
 
 router = APIRouter(

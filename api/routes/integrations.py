@@ -41,7 +41,7 @@ from api.schemas import (
 )
 from providers import registry
 from providers.base import plain_config
-from shared import deadletters
+from shared import deliveries as deadletters
 from shared.crypto import KeyRing
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config

@@ -1,10 +1,6 @@
 """The tables. PostgreSQL is the source of truth; Redis only carries work between processes.
 
-Delivery states (see ARCHITECTURE.md):
-    pending -> sending -> delivered
-                  |-----> retrying -> sending ...
-                  |-----> dead   (permanent error, or attempts exhausted)
-    skipped (integration disabled at fan-out), dead|skipped -> pending (redrive)
+Delivery states and every transition between them: shared/deliveries.py (the one module that moves a delivery).
 """
 
 from __future__ import annotations
@@ -41,7 +37,9 @@ class Base(DeclarativeBase):
     pass
 
 
-DELIVERY_STATES = ("pending", "sending", "retrying", "delivered", "dead", "skipped")
+# The values of shared.deliveries.DeliveryState (which imports this module, hence spelled out here; a unit test
+# checks that both agree).
+DELIVERY_STATES = ("pending", "sending", "retrying", "delivered", "dead", "skipped", "superseded", "waiting")
 SEVERITIES = ("info", "warning", "error", "critical")
 
 
@@ -187,6 +185,10 @@ class Delivery(Base):
     previous_ref: Mapped[str | None] = mapped_column(String(255))
     # Multi-target providers (device tokens, recipients): target -> outcome, so a retry skips delivered ones.
     progress: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    # Attempts that were the vendor pacing us (a 429/503 naming its wait): not counted against the budget.
+    paced_count: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    # When the current budget's first attempt was claimed (a redrive resets it): pacing is bounded by elapsed time.
+    budget_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -224,7 +226,9 @@ class Attempt(Base):
     redrives_ago: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float] = mapped_column(Float)
-    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retrying | dead | lost
+    # delivered | retrying | dead | lost (the sweeper's record of a send whose worker vanished) | late (the real
+    # outcome of such a send, arriving after its lease: kept as history, the delivery had moved on)
+    outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int | None] = mapped_column(Integer)
     error_class: Mapped[str | None] = mapped_column(String(64))
     # Redacted and capped; see providers/_http.py
@@ -243,7 +247,7 @@ class BulkJob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     action: Mapped[str] = mapped_column(String(16))  # redrive | purge
-    # The dead-letter filter (shared/deadletters.py), with `until` fixed at creation so the set is a snapshot.
+    # The dead-letter filter (shared/deliveries.py), with `until` fixed at creation so the set is a snapshot.
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB)
     state: Mapped[str] = mapped_column(String(16), server_default="queued")  # queued|running|done|failed
     matched: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -3,8 +3,10 @@
 A task carries a batch of event ids (the API coalesces its publishes): their routes, integrations and earlier
 lifecycle messages are read in one query each, all rows go in with one INSERT, and the new deliveries of all
 events are sent together: the first `deliver_batch_size` of them are claimed in the fan-out transaction and
-sent by this very task (no second Celery message, no claim or reload round trips: the common case of an event
-going to a few integrations costs one task), and the rest are published as `deliver` batches for other workers.
+handed to this process's send loop (no second Celery message, no claim or reload round trips: the common case
+of an event going to a few integrations costs one task), and the rest are published as `deliver` batches for
+other workers. Fan-out never waits on a destination: the task returns once the sends are handed off, and when
+the process has no room for more sends it publishes them all instead (workers/dispatch.py).
 
 Idempotent: delivery rows are unique per (event, integration), so a re-run inserts nothing new. If publishing
 fails after the commit, the rows wait as `pending` with `queued_at` set and the sweeper publishes them once
@@ -24,12 +26,14 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.db.sql import any_of
+from shared.deliveries import DeliveryState
 from shared.events import EventFacts
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
+from workers import dispatch
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime, get_runtime
-from workers.sending import Claimed, claim_in, send_claimed
+from workers.sending import Job
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +59,15 @@ INSERT_DELIVERIES_SQL = text(
 
 @dataclass
 class FanoutResult:
-    #: claimed in the fan-out transaction, sent by this task at once
-    inline: list[Claimed] = field(default_factory=list)
+    #: claimed in the fan-out transaction, handed to this process's send loop
+    inline: list[Job] = field(default_factory=list)
     #: pending, published as `deliver` batches
     to_publish: list[uuid.UUID] = field(default_factory=list)
-    events: dict[uuid.UUID, Event] = field(default_factory=dict)
-    integrations: dict[uuid.UUID, Integration] = field(default_factory=dict)
 
 
-def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> FanoutResult:
-    """Insert the delivery rows of every event not fanned out yet, claiming up to one batch of them for this
-    task to send at once; the rest are returned to be published.
+def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
+    """Insert the delivery rows of every event not fanned out yet, claiming up to `inline_limit` of them for
+    this task to send at once; the rest are returned to be published.
 
     Events another worker is fanning out right now are skipped (SKIP LOCKED), as are events already done.
     """
@@ -91,7 +93,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
                 rows.append(
                     (fact.id, p.integration_id, p.state, previous.get((fact.lifecycle_key, p.integration_id)))
                 )
-        new_pending: list[uuid.UUID] = []
+        new_pending: list[tuple[uuid.UUID, uuid.UUID]] = []
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             chunk = rows[start : start + INSERT_CHUNK_ROWS]
             inserted = session.execute(
@@ -106,22 +108,19 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID]) -> Fanou
             )
             for delivery_id, state, integration_id in inserted:
                 metrics.FANOUT_DELIVERIES.labels(state).inc()
-                if state == "pending":
-                    new_pending.append(delivery_id)
+                if state == DeliveryState.PENDING:
+                    new_pending.append((delivery_id, integration_id))
                 else:
                     metrics.DELIVERIES.labels(targets[integration_id].provider, "skipped", "").inc()
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
-        inline = claim_in(session, runtime, new_pending[: runtime.settings.deliver_batch_size])
+        inline = dispatch.claim_jobs(
+            session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
+        )
         session.commit()
-    claimed_ids = {c.id for c in inline}
-    return FanoutResult(
-        inline=inline,
-        to_publish=[d for d in new_pending if d not in claimed_ids],
-        events={e.id: e for e in events},
-        integrations=integrations,
-    )
+    claimed_ids = {j.id for j in inline}
+    return FanoutResult(inline=inline, to_publish=[d for d, _ in new_pending if d not in claimed_ids])
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
@@ -148,7 +147,7 @@ def _previous_refs(session: Session, facts: list[EventFacts]) -> dict[tuple[str 
         .where(
             any_of(Event.lifecycle_key, keys, uuids=False),
             ~any_of(Event.id, [f.id for f in facts]),
-            Delivery.state == "delivered",
+            Delivery.state == DeliveryState.DELIVERED,
             Delivery.provider_ref.is_not(None),
         )
         .order_by(Event.lifecycle_key, Delivery.integration_id, Delivery.delivered_at.desc())
@@ -170,7 +169,15 @@ def fanout(event_ids: list[str] | str) -> int:
     if not parsed:
         return 0
     runtime = get_runtime()
-    result = fan_out_events(runtime, parsed)
+    room = runtime.settings.deliver_batch_size
+    if not dispatch.try_reserve(runtime, room):
+        room = 0  # the process is full: every new delivery goes to Redis for whichever worker has room
+    sending = 0
+    try:
+        result = fan_out_events(runtime, parsed, inline_limit=room)
+        sending = len(result.inline)
+    finally:
+        dispatch.release_reserved(runtime, room - sending)
     publish_deliver_batches(result.to_publish)
-    send_claimed(runtime, result.inline, result.events, result.integrations)
+    dispatch.hand_off(runtime, result.inline)
     return len(result.inline) + len(result.to_publish)

@@ -15,7 +15,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy import func, update
 
-from shared import deadletters
+from shared import deliveries
 from shared.db.models import BulkJob
 from shared.tasknames import TASK_REDRIVE
 from workers.runtime import ProcessRuntime, get_runtime
@@ -29,7 +29,7 @@ def run_job(runtime: ProcessRuntime, job_id: uuid.UUID) -> int:
         job = session.get(BulkJob, job_id)
         if job is None or job.state in ("done", "failed"):
             return 0
-        action, flt = job.action, deadletters.DeadLetterFilter.from_json(job.filters)
+        action, flt = job.action, deliveries.DeadLetterFilter.from_json(job.filters)
         job.state = "running"
         job.started_at = job.started_at or func.now()
         session.commit()
@@ -39,9 +39,9 @@ def run_job(runtime: ProcessRuntime, job_id: uuid.UUID) -> int:
         while True:
             with runtime.sessions() as session:
                 if action == "redrive":
-                    n = len(deadletters.redrive_batch(session, flt, limit, queued=False))
+                    n = len(deliveries.redrive_batch(session, flt, limit, queued=False))
                 else:
-                    n = deadletters.purge_batch(session, flt, limit)
+                    n = deliveries.purge_batch(session, flt, limit)
                 session.execute(
                     update(BulkJob).where(BulkJob.id == job_id).values(processed=BulkJob.processed + n)
                 )

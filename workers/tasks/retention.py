@@ -1,8 +1,10 @@
 """Retention (Celery beat, every `retention_interval_s`): prune what is older than `retention_days`.
 
 - delivered deliveries whose `delivered_at` is past the cutoff, with their attempts (ON DELETE CASCADE);
+- skipped deliveries (of a disabled integration, replayable) untouched for `skipped_retention_days`: they
+  must not pin their events forever;
 - events past the cutoff that have no delivery left and were fanned out (an event still awaiting fan-out, or
-  with a dead letter, a skipped or an in-flight delivery, is kept).
+  with a dead letter, a recent skipped or an in-flight delivery, is kept).
 Dead letters are the operator's to redrive or purge; retention never drops them.
 
 Deletes go `retention_batch_size` rows per statement, each its own transaction, so a large backlog never holds
@@ -34,6 +36,16 @@ PRUNE_DELIVERED_SQL = text(
     """
 )
 
+PRUNE_SKIPPED_SQL = text(
+    """
+    DELETE FROM delivery WHERE id IN (
+        SELECT id FROM delivery
+         WHERE state = 'skipped' AND updated_at < :cutoff
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED)
+    """
+)
+
 PRUNE_EVENTS_SQL = text(
     """
     DELETE FROM event WHERE id IN (
@@ -48,13 +60,18 @@ PRUNE_EVENTS_SQL = text(
 
 
 def prune_once(runtime: ProcessRuntime, now: datetime | None = None) -> dict[str, int]:
-    days = runtime.settings.retention_days
-    if days <= 0:
-        return {"deliveries": 0, "events": 0}
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    limit = runtime.settings.retention_batch_size
-    pruned: dict[str, int] = {}
-    for name, sql in (("deliveries", PRUNE_DELIVERED_SQL), ("events", PRUNE_EVENTS_SQL)):
+    s = runtime.settings
+    now = now or datetime.now(UTC)
+    steps = []  # in this order: events are pruned once their deliveries have gone
+    if s.retention_days > 0:
+        steps.append(("deliveries", PRUNE_DELIVERED_SQL, now - timedelta(days=s.retention_days)))
+    if s.skipped_retention_days > 0:
+        steps.append(("skipped", PRUNE_SKIPPED_SQL, now - timedelta(days=s.skipped_retention_days)))
+    if s.retention_days > 0:
+        steps.append(("events", PRUNE_EVENTS_SQL, now - timedelta(days=s.retention_days)))
+    limit = s.retention_batch_size
+    pruned: dict[str, int] = {"deliveries": 0, "skipped": 0, "events": 0}
+    for name, sql, cutoff in steps:
         total = 0
         for _ in range(MAX_ROUNDS):
             with runtime.sessions() as session:
@@ -65,7 +82,10 @@ def prune_once(runtime: ProcessRuntime, now: datetime | None = None) -> dict[str
                 break
         pruned[name] = total
     if any(pruned.values()):
-        log.info("retention: pruned %(deliveries)d deliveries and %(events)d events", pruned)
+        log.info(
+            "retention: pruned %(deliveries)d delivered and %(skipped)d skipped deliveries and %(events)d events",
+            pruned,
+        )
     return pruned
 
 

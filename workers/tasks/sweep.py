@@ -1,26 +1,34 @@
 """The sweeper (Celery beat, every `sweep_interval_s`): PostgreSQL is the truth, Redis only the transport.
 
 Each run, in this order:
-1. lost sends: deliveries still `sending` past their lease (the worker died mid-send) go back to `retrying`,
-   due now, with a `lost` attempt row, or to `dead` when that used up their attempts;
-2. the outbox: events not fanned out by `next_fanout_at` get `fanout` published again;
+1. lost sends: deliveries still `sending` past their lease (the worker died mid-send) go back to `retrying`
+   after the delay workers/retry.py gives a failed attempt, with a `lost` attempt row, or to `dead` when that
+   spent their budget;
+2. the outbox: events not fanned out by `next_fanout_at` get `fanout` published again, one message per batch;
 3. due work: `pending`/`retrying` deliveries whose `next_attempt_at` has come and that are not already on Redis
-   (or were published more than `requeue_after_s` ago and never claimed) are published in `deliver` batches.
+   (or were published long ago and never claimed) are published in `deliver` batches.
+"Long ago" grows with the broker's backlog (workers/retry.py: republish_after_s): while the queue holds
+messages the work is most likely among them, and republishing it would only multiply an overloaded system's
+load. With the queue empty (a flushed or restarted Redis) the base deadlines apply.
 
 Every selection uses FOR UPDATE SKIP LOCKED and stamps the rows it takes, so two sweepers never double-publish
-and a busy one does not block the other.
+and a busy one does not block the other. The transitions themselves are shared/deliveries.py's.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from typing import Any, cast
 
-from celery import shared_task
-from sqlalchemy import TextClause, text
+from celery import current_app, shared_task
+from sqlalchemy.orm import Session
 
+from shared import deliveries
 from shared.errors import ATTEMPTS_EXHAUSTED
 from shared.tasknames import TASK_SWEEP
+from workers import retry
 from workers.publish import publish_deliver_batches, publish_fanout
 from workers.runtime import ProcessRuntime, get_runtime
 
@@ -30,72 +38,16 @@ log = logging.getLogger(__name__)
 # next run carries on.
 MAX_ROUNDS = 20
 
-RECOVER_LOST_SQL = text(
-    """
-    WITH lost AS (
-        SELECT d.id, d.attempt_count,
-               d.attempt_count >= COALESCE(i.retry_max_retries, :default_max_retries) + 1 AS exhausted
-          FROM delivery d JOIN integration i ON i.id = d.integration_id
-         WHERE d.state = 'sending' AND d.lease_expires_at < now()
-         ORDER BY d.lease_expires_at
-         LIMIT :limit
-           FOR UPDATE OF d SKIP LOCKED
-    ), moved AS (
-        UPDATE delivery d
-           SET state = CASE WHEN lost.exhausted THEN 'dead' ELSE 'retrying' END,
-               dead_reason = CASE WHEN lost.exhausted THEN :exhausted ELSE NULL END,
-               next_attempt_at = now(),
-               lease_expires_at = NULL,
-               queued_at = NULL,
-               last_error_class = 'worker_lost',
-               last_error_detail = 'the worker sending this delivery stopped before recording an outcome',
-               updated_at = now()
-          FROM lost
-         WHERE d.id = lost.id
-        RETURNING d.id, d.attempt_count, d.state
-    )
-    INSERT INTO attempt (delivery_id, attempt_no, started_at, duration_ms, outcome, error_class)
-    SELECT id, attempt_count, now(), 0, state, 'worker_lost' FROM moved
-    ON CONFLICT ON CONSTRAINT attempt_delivery_no_key DO NOTHING
-    RETURNING delivery_id
-    """
-)
-
-OUTBOX_SQL = text(
-    """
-    UPDATE event SET next_fanout_at = now() + make_interval(secs => :grace_s)
-     WHERE id IN (
-        SELECT id FROM event
-         WHERE fanned_out_at IS NULL AND next_fanout_at <= now()
-         ORDER BY next_fanout_at
-         LIMIT :limit
-           FOR UPDATE SKIP LOCKED)
-    RETURNING id
-    """
-)
-
-DUE_SQL = text(
-    """
-    UPDATE delivery SET queued_at = now()
-     WHERE id IN (
-        SELECT id FROM delivery
-         WHERE state IN ('pending', 'retrying')
-           AND next_attempt_at <= now()
-           AND (queued_at IS NULL OR queued_at < now() - make_interval(secs => :requeue_after_s))
-         ORDER BY next_attempt_at
-         LIMIT :limit
-           FOR UPDATE SKIP LOCKED)
-    RETURNING id
-    """
-)
+# kombu's Redis transport splits a queue into priority sub-lists named queue + "\x06\x16" + step.
+_PRIORITY_SUFFIXES = ("", *(f"\x06\x16{step}" for step in (3, 6, 9)))
 
 
-def _rounds(runtime: ProcessRuntime, sql: TextClause, params: dict[str, object]) -> list[uuid.UUID]:
+def _rounds(runtime: ProcessRuntime, step: Callable[[Session, int], list[uuid.UUID]]) -> list[uuid.UUID]:
     taken: list[uuid.UUID] = []
     limit = runtime.settings.sweep_batch_size
     for _ in range(MAX_ROUNDS):
         with runtime.sessions() as session:
-            ids: list[uuid.UUID] = list(session.scalars(sql, {**params, "limit": limit}))
+            ids = step(session, limit)
             session.commit()
         taken.extend(ids)
         if len(ids) < limit:
@@ -103,20 +55,72 @@ def _rounds(runtime: ProcessRuntime, sql: TextClause, params: dict[str, object])
     return taken
 
 
+def recover_lost(runtime: ProcessRuntime) -> list[uuid.UUID]:
+    def step(session: Session, limit: int) -> list[uuid.UUID]:
+        lost = deliveries.lost_sends(session, limit)
+        decided = [
+            (
+                send,
+                retry.after_lost(
+                    retry.RetryPolicy.from_settings(
+                        runtime.settings,
+                        max_retries=send.retry_max_retries,
+                        base_delay_s=send.retry_base_delay_s,
+                    ),
+                    send,
+                ),
+            )
+            for send in lost
+        ]
+        deliveries.apply_lost(session, decided, exhausted_reason=ATTEMPTS_EXHAUSTED)
+        # Rounds continue while a whole batch was locked, moved or not (a guard miss is someone else's win).
+        return [send.id for send in lost]
+
+    return _rounds(runtime, step)
+
+
+def queue_backlog(runtime: ProcessRuntime) -> int:
+    """Messages waiting in the delivery queue (0 when the broker cannot be read: assume it lost them)."""
+    queue = runtime.settings.queue_name
+    try:
+        with current_app.connection_for_read() as conn:
+            client = cast(Any, conn.default_channel).client  # the Redis transport's redis-py client
+            pipe = client.pipeline()
+            for suffix in _PRIORITY_SUFFIXES:
+                pipe.llen(queue + suffix)
+            return int(sum(pipe.execute()))
+    except Exception:
+        log.warning(
+            "sweep: could not read the queue length; republishing on the base deadlines", exc_info=True
+        )
+        return 0
+
+
 def sweep_once(runtime: ProcessRuntime) -> dict[str, int]:
     s = runtime.settings
-    lost = _rounds(
-        runtime,
-        RECOVER_LOST_SQL,
-        {"default_max_retries": s.retry_max_retries, "exhausted": ATTEMPTS_EXHAUSTED},
-    )
+    lost = recover_lost(runtime)
     if lost:
-        log.warning("sweep: %d deliveries were lost mid-send and are due again", len(lost))
-    events = _rounds(runtime, OUTBOX_SQL, {"grace_s": s.fanout_grace_s})
+        log.warning(
+            "sweep: %d deliveries were lost mid-send and are due again after their retry delay", len(lost)
+        )
+    backlog = queue_backlog(runtime)
+    grace_s = retry.republish_after_s(s.fanout_grace_s, backlog, s.republish_max_after_s)
+    requeue_after_s = retry.republish_after_s(s.requeue_after_s, backlog, s.republish_max_after_s)
+    late_s = grace_s - s.fanout_grace_s  # the API's own deadline was the base grace
+
+    def outbox(session: Session, limit: int) -> list[uuid.UUID]:
+        return deliveries.events_to_fan_out(session, grace_s=grace_s, late_s=late_s, limit=limit)
+
+    events = _rounds(runtime, outbox)
     publish_fanout(events)
-    due = _rounds(runtime, DUE_SQL, {"requeue_after_s": s.requeue_after_s})
+    due = _rounds(
+        runtime,
+        lambda session, limit: deliveries.due_deliveries(
+            session, requeue_after_s=requeue_after_s, limit=limit
+        ),
+    )
     publish_deliver_batches(due)
-    return {"lost": len(lost), "fanout": len(events), "due": len(due)}
+    return {"lost": len(lost), "fanout": len(events), "due": len(due), "backlog": backlog}
 
 
 @shared_task(name=TASK_SWEEP, ignore_result=True)

@@ -1,0 +1,302 @@
+"""Claim -> send -> decide -> apply, with the sends handed to the process's event loop.
+
+Why hand off: a Celery thread that waited for its batch sat in a hanging destination's timeout, and with every
+thread doing that, fan-out stopped for everyone. Here a task loads and claims its rows, hands the claimed sends
+to the loop and returns at once. On the loop each send is recorded as soon as it ends, together with the others
+that ended at the same moment (one batched write, in a thread, never on the loop), so a fast destination is
+never held back by a slow one in the same batch. PostgreSQL's lease (from the longest allowed attempt) covers
+a crash: the sweeper moves a send whose worker vanished on.
+
+Backpressure: a process holds at most `inflight_sends_per_process` sends. A `deliver` task waits for room before
+it claims (its message stays in Redis meanwhile, for other workers); fan-out never waits: without room it
+publishes its new deliveries as `deliver` batches instead of sending them itself.
+
+Warm shutdown (SIGTERM): the process waits for its in-flight sends, bounded by their deadlines, before Celery
+tears the runtime down (`worker_shutting_down` is the first signal Celery sends, before `worker_shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from celery.signals import worker_shutting_down
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared import deliveries, metrics
+from shared.db.models import Delivery, Event, Integration
+from shared.db.sql import any_of
+from shared.deliveries import CLAIMABLE, Claimed
+from shared.rendering import RenderedMessage, render
+from workers.configs import load_config
+from workers.outcomes import record
+from workers.retry import RetryPolicy
+from workers.runtime import ProcessRuntime
+from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, lease_s, send_one
+
+log = logging.getLogger(__name__)
+
+# Threads that write outcomes (each holds one database connection while it writes).
+RECORD_THREADS = 4
+
+
+class Inflight:
+    """The sends one process holds: a counting gate with the latest instant any of them may end."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        self._n = 0
+        self._ends_by = 0.0  # time.monotonic() by which every current send has ended
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, *, block: bool) -> bool:
+        """Take room for n sends; a batch larger than the capacity still goes alone (never a deadlock)."""
+        with self._cond:
+            while self._n > 0 and self._n + n > self.capacity:
+                if not block:
+                    return False
+                self._cond.wait()
+            self._n += n
+            return True
+
+    def extend(self, ends_by: float) -> None:
+        with self._cond:
+            self._ends_by = max(self._ends_by, ends_by)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._n -= n
+            self._cond.notify_all()
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def wait_idle(self) -> bool:
+        """Wait until nothing is in flight, at most until the latest deadline; True when idle."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n == 0, max(self._ends_by - time.monotonic(), 0.0))
+
+
+_state_lock = threading.Lock()
+_state: tuple[int, Inflight, ThreadPoolExecutor] | None = None
+
+
+def _process_state(runtime: ProcessRuntime) -> tuple[Inflight, ThreadPoolExecutor]:
+    """This process's gate and writer threads (never inherited across fork)."""
+    global _state
+    with _state_lock:
+        if _state is None or _state[0] != os.getpid():
+            _state = (
+                os.getpid(),
+                Inflight(runtime.settings.inflight_sends_per_process),
+                ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record"),
+            )
+        return _state[1], _state[2]
+
+
+# --- preparing: configs, leases, jobs ---------------------------------------------------------------------------
+
+
+def _configs(
+    runtime: ProcessRuntime, integrations: Iterable[Integration]
+) -> dict[uuid.UUID, BaseModel | str]:
+    """Each integration's config or why it cannot be used; one bad row never raises out of here."""
+    configs: dict[uuid.UUID, BaseModel | str] = {}
+    for integration in integrations:
+        try:
+            configs[integration.id] = load_config(runtime.keyring, integration)
+        except Exception as exc:
+            log.exception("integration %s: its config could not be loaded", integration.id)
+            configs[integration.id] = f"config could not be loaded: {type(exc).__name__}"
+    return configs
+
+
+def _leases(
+    runtime: ProcessRuntime,
+    candidates: Iterable[tuple[uuid.UUID, uuid.UUID]],
+    configs: dict[uuid.UUID, BaseModel | str],
+) -> dict[uuid.UUID, float]:
+    """(delivery id, integration id) -> the lease each claim takes, from its config's longest attempt."""
+    leases: dict[uuid.UUID, float] = {}
+    for delivery_id, integration_id in candidates:
+        if integration_id not in configs:
+            continue  # integration deleted since: its delivery rows went with it
+        config = configs[integration_id]
+        usable = None if isinstance(config, str) else config
+        leases[delivery_id] = lease_s(attempt_bound_s(usable, runtime.settings), runtime.settings)
+    return leases
+
+
+def _jobs(
+    runtime: ProcessRuntime,
+    claimed: list[Claimed],
+    events: dict[uuid.UUID, Event],
+    integrations: dict[uuid.UUID, Integration],
+    configs: dict[uuid.UUID, BaseModel | str],
+) -> list[Job]:
+    messages: dict[uuid.UUID, RenderedMessage | str] = {}
+    jobs: list[Job] = []
+    for c in claimed:
+        integration = integrations[c.integration_id]
+        policy = RetryPolicy.from_settings(
+            runtime.settings,
+            max_retries=integration.retry_max_retries,
+            base_delay_s=integration.retry_base_delay_s,
+        )
+        config = configs[c.integration_id]
+        job = Job(c, integration.provider, None, None, policy, runtime.settings.send_timeout_s)
+        jobs.append(job)
+        if isinstance(config, str):
+            job.setup_error = config
+            continue
+        event = events[c.event_id]
+        if c.event_id not in messages:
+            try:
+                messages[c.event_id] = render(event.facts())
+            except Exception as exc:
+                log.exception("event %s could not be rendered", c.event_id)
+                messages[c.event_id] = f"event could not be rendered: {type(exc).__name__}"
+        message = messages[c.event_id]
+        if isinstance(message, str):
+            job.setup_error = message
+            continue
+        try:
+            # Created here, on the task thread: creating a provider needs the loop itself.
+            job.sender = runtime.provider(integration.provider)
+        except Exception as exc:
+            log.exception("provider %s could not be created", integration.provider)
+            job.setup_error = f"provider {integration.provider!r} could not be created: {type(exc).__name__}"
+            continue
+        job.message, job.config, job.accepted_at = message, config, event.created_at
+        job.attempt_s = attempt_bound_s(config, runtime.settings)
+    return jobs
+
+
+def claim_jobs(
+    session: Session,
+    runtime: ProcessRuntime,
+    candidates: list[tuple[uuid.UUID, uuid.UUID]],
+    events: dict[uuid.UUID, Event],
+    integrations: dict[uuid.UUID, Integration],
+) -> list[Job]:
+    """Claim (delivery id, integration id) candidates within the caller's transaction; return their jobs.
+
+    Rows of disabled integrations become `skipped` here. The caller commits, then hands the jobs off."""
+    if not candidates:
+        return []
+    configs = _configs(runtime, integrations.values())
+    claimed, skipped = deliveries.claim(session, _leases(runtime, candidates, configs))
+    integration_of = dict(candidates)
+    for delivery_id in skipped:
+        metrics.DELIVERIES.labels(integrations[integration_of[delivery_id]].provider, "skipped", "").inc()
+    return _jobs(runtime, claimed, events, integrations, configs)
+
+
+def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
+    """The `deliver` task: load, claim and hand off a batch of deliveries; return how many were claimed."""
+    inflight, _ = _process_state(runtime)
+    inflight.acquire(len(delivery_ids), block=True)
+    jobs: list[Job] = []
+    try:
+        with runtime.sessions() as session:
+            rows = session.execute(
+                select(Delivery.id, Delivery.event_id, Delivery.integration_id).where(
+                    any_of(Delivery.id, delivery_ids), Delivery.state.in_(CLAIMABLE)
+                )
+            ).all()
+            if not rows:
+                return 0
+            events = {
+                e.id: e
+                for e in session.scalars(select(Event).where(any_of(Event.id, {r.event_id for r in rows})))
+            }
+            integrations = {
+                i.id: i
+                for i in session.scalars(
+                    select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
+                )
+            }
+            claimed = claim_jobs(
+                session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
+            )
+            session.commit()
+            jobs = claimed
+    finally:
+        inflight.release(len(delivery_ids) - len(jobs))
+    _start(runtime, inflight, jobs)
+    return len(jobs)
+
+
+def try_reserve(runtime: ProcessRuntime, n: int) -> bool:
+    """Room for n sends of fan-out's own, without waiting (fan-out never waits)."""
+    inflight, _ = _process_state(runtime)
+    return inflight.acquire(n, block=False)
+
+
+def release_reserved(runtime: ProcessRuntime, n: int) -> None:
+    if n:
+        _process_state(runtime)[0].release(n)
+
+
+def hand_off(runtime: ProcessRuntime, jobs: list[Job]) -> None:
+    """Send jobs whose room was reserved (try_reserve) on the loop."""
+    _start(runtime, _process_state(runtime)[0], jobs)
+
+
+# --- on the loop: send, then record each result as soon as it is in -------------------------------------------
+
+
+def _start(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
+    if not jobs:
+        return
+    inflight.extend(time.monotonic() + max(j.attempt_s for j in jobs) + SEND_GUARD_S + 5.0)
+    metrics.WORKER_INFLIGHT.inc(len(jobs))
+    future = asyncio.run_coroutine_threadsafe(_send_and_record(runtime, inflight, jobs), runtime.loop)
+    future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a batch of sends failed outside its sends", exc_info=future.exception())
+
+
+async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
+    loop = asyncio.get_running_loop()
+    _, writer = _process_state(runtime)
+    pending: set[asyncio.Task[SendResult]] = {asyncio.ensure_future(send_one(j)) for j in jobs}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            results = [t.result() for t in done]
+            try:
+                await loop.run_in_executor(writer, record, runtime, results)
+            except Exception:
+                # The rows stay `sending`; their lease runs out and the sweeper moves them on.
+                log.exception("could not record %d outcome(s); the sweeper will recover them", len(results))
+            finally:
+                inflight.release(len(done))
+                metrics.WORKER_INFLIGHT.dec(len(done))
+    finally:
+        if pending:  # cancelled (the loop is going away): the lease covers these
+            inflight.release(len(pending))
+            metrics.WORKER_INFLIGHT.dec(len(pending))
+
+
+@worker_shutting_down.connect
+def _finish_in_flight(how: str = "Warm", **_: Any) -> None:
+    # A warm shutdown finishes what was claimed (bounded by the sends' own deadlines); a cold one does not.
+    with _state_lock:
+        state = _state
+    if how != "Warm" or state is None or state[0] != os.getpid():
+        return
+    state[1].wait_idle()
