@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 1.0
     fanout_grace_s: float = 5.0  # an event not fanned out this long after commit is re-enqueued
     requeue_after_s: float = 30.0  # a due delivery enqueued this long ago and not claimed is enqueued again
-    sending_lease_s: float = 60.0  # a claimed delivery not finished by then is presumed lost with its worker
+    # A claimed delivery is presumed lost with its worker once its longest allowed attempt (deadline and guard,
+    # workers/sending.py) plus this margin has passed: the lease follows the attempt, so no send outlives it.
+    sending_lease_s: float = 15.0
     sweep_batch_size: int = 500
 
     # Each worker's main process serves its pool's aggregated metrics here (0 = any free port, logged;
@@ -110,11 +112,8 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
     discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
 
-    # Delivery state machine (issue 10, states): leases from the longest attempt, pacing by elapsed time,
-    # skipped-row retention, sweeper republish deadlines that grow with the backlog, in-flight sends per process.
-    sending_lease_margin_s: float = (
-        30.0  # added to an attempt's longest allowed time (and guard) for its lease
-    )
+    # Delivery state machine (issue 10, states): pacing bounded by elapsed time, skipped-row retention, sweeper
+    # republish deadlines that grow with the backlog, in-flight sends per process.
     rate_limited_max_elapsed_s: float = 3600.0  # a delivery paced (429/503 naming its wait) longer ends dead
     skipped_retention_days: float = 30.0  # skipped deliveries older than this are pruned (0 = keep them)
     republish_max_after_s: float = 600.0  # the longest a sweeper waits before republishing unclaimed work

@@ -176,7 +176,7 @@ class Outcome:
 # integration (or event) was deleted mid-send has no row left, and neither its update nor its attempt row may
 # fail the batch (the attempt's foreign key would). An outcome whose guard no longer matches (the lease ran
 # out and the sweeper moved the row on) changes nothing but is kept as a `late` attempt, replacing the
-# sweeper's `lost` record of that same attempt number.
+# sweeper's `worker_lost` record of that same attempt number.
 OUTCOME_SQL = text(
     """
     WITH o AS (
@@ -218,7 +218,7 @@ OUTCOME_SQL = text(
            SET outcome = 'late', started_at = EXCLUDED.started_at, duration_ms = EXCLUDED.duration_ms,
                status_code = EXCLUDED.status_code, error_class = EXCLUDED.error_class,
                response_excerpt = EXCLUDED.response_excerpt
-         WHERE attempt.outcome = 'lost'
+         WHERE attempt.error_class = 'worker_lost'
     )
     SELECT id, next_attempt_at FROM moved
     """
@@ -297,10 +297,10 @@ APPLY_LOST_SQL = text(
                updated_at = now()
           FROM l
          WHERE d.id = l.id AND d.state = 'sending' AND d.attempt_count = l.attempt_no
-        RETURNING d.id, d.attempt_count
+        RETURNING d.id, d.attempt_count, d.state
     )
     INSERT INTO attempt (delivery_id, attempt_no, started_at, duration_ms, outcome, error_class)
-    SELECT id, attempt_count, now(), 0, 'lost', :lost FROM moved
+    SELECT id, attempt_count, now(), 0, state, :lost FROM moved
     ON CONFLICT ON CONSTRAINT attempt_delivery_no_key DO NOTHING
     RETURNING delivery_id
     """
@@ -498,7 +498,6 @@ def redrive_batch(session: Session, f: DeadLetterFilter, limit: int, *, queued: 
         select(Delivery.id)
         .join(Integration, Integration.id == Delivery.integration_id)
         .where(*conditions(f), Integration.enabled.is_(True))
-        .order_by(Delivery.id)
         .limit(limit)
         .with_for_update(of=Delivery, skip_locked=True)
         .scalar_subquery()
@@ -537,7 +536,6 @@ def purge_batch(session: Session, f: DeadLetterFilter, limit: int) -> int:
     picked = (
         select(Delivery.id)
         .where(*conditions(f))
-        .order_by(Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -72,8 +72,9 @@ def attempt_bound_s(config: BaseModel | None, settings: Settings) -> float:
 
 
 def lease_s(attempt_s: float, settings: Settings) -> float:
-    """The sending lease of an attempt: its longest time, the guard, and a margin for recording the outcome."""
-    return attempt_s + SEND_GUARD_S + settings.sending_lease_margin_s
+    """The sending lease of an attempt: its longest time, the guard, and a margin (`sending_lease_s`) for
+    claiming and recording around it."""
+    return attempt_s + SEND_GUARD_S + settings.sending_lease_s
 
 
 _takes_deadline: dict[type[Any], bool] = {}

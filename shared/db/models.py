@@ -226,8 +226,8 @@ class Attempt(Base):
     redrives_ago: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float] = mapped_column(Float)
-    # delivered | retrying | dead | lost (the sweeper's record of a send whose worker vanished) | late (the real
-    # outcome of such a send, arriving after its lease: kept as history, the delivery had moved on)
+    # delivered | retrying | dead, or late: the real outcome of a send the sweeper had recorded as worker_lost,
+    # arriving after its lease (kept as history; the delivery had moved on)
     outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int | None] = mapped_column(Integer)
     error_class: Mapped[str | None] = mapped_column(String(64))
