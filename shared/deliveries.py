@@ -20,17 +20,25 @@ Statements take row locks in id order, so two batches touching the same rows can
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.db.models import Attempt, Delivery, Event, Integration
+from shared.db.models import Attempt, Delivery, Integration
+from shared.dead_letter_selection import DeadLetterFilter, conditions, count, counts_by_reason
+
+__all__ = [  # the dead-letter selection is re-exported: one import for the API's dead-letter routes
+    "DeadLetterFilter",
+    "conditions",
+    "count",
+    "counts_by_reason",
+]
 
 
 class DeliveryState(StrEnum):
@@ -385,105 +393,7 @@ def skip_integration(session: Session, integration_id: uuid.UUID) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-# --- integration flags: failing / healthy, in a fixed lock order ----------------------------------------------
-
-
-def set_integration_flags(
-    session: Session, failing: Mapping[uuid.UUID, str], healthy: Iterable[uuid.UUID]
-) -> None:
-    """Mark integrations failing (with a reason) or healthy again; rows are locked in id order."""
-    healthy_ids = sorted(set(healthy) - failing.keys())
-    for integration_id in sorted(failing):
-        session.execute(
-            update(Integration)
-            .where(Integration.id == integration_id)
-            .values(failing=True, failing_reason=failing[integration_id][:200])
-            .execution_options(synchronize_session=False)
-        )
-    if healthy_ids:
-        locked = (
-            select(Integration.id)
-            .where(Integration.id.in_(healthy_ids), Integration.failing.is_(True))
-            .order_by(Integration.id)
-            .with_for_update()
-            .scalar_subquery()
-        )
-        session.execute(
-            update(Integration)
-            .where(Integration.id.in_(locked))
-            .values(failing=False, failing_reason=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
 # --- the dead-letter set: redrive (dead|skipped -> pending) and purge -------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeadLetterFilter:
-    """One selection of dead (and/or skipped) deliveries, shared by the API and the bulk task."""
-
-    ids: tuple[uuid.UUID, ...] = ()
-    integration_id: uuid.UUID | None = None
-    project: str | None = None
-    reason: str | None = None
-    since: datetime | None = None  # dead since (delivery.updated_at >= since)
-    until: datetime | None = None  # dead before (delivery.updated_at < until)
-    states: tuple[str, ...] = (S.DEAD,)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ids": [str(i) for i in self.ids],
-            "integration_id": str(self.integration_id) if self.integration_id else None,
-            "project": self.project,
-            "reason": self.reason,
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "states": [str(s) for s in self.states],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DeadLetterFilter:
-        return cls(
-            ids=tuple(uuid.UUID(i) for i in data.get("ids") or ()),
-            integration_id=uuid.UUID(data["integration_id"]) if data.get("integration_id") else None,
-            project=data.get("project"),
-            reason=data.get("reason"),
-            since=datetime.fromisoformat(data["since"]) if data.get("since") else None,
-            until=datetime.fromisoformat(data["until"]) if data.get("until") else None,
-            states=tuple(data.get("states") or (S.DEAD,)),
-        )
-
-
-def conditions(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
-    states = [s for s in f.states if s in DEAD_LETTER_STATES] or [S.DEAD]
-    where: list[ColumnElement[bool]] = [Delivery.state.in_(states)]
-    if f.ids:
-        where.append(Delivery.id.in_(f.ids))
-    if f.integration_id is not None:
-        where.append(Delivery.integration_id == f.integration_id)
-    if f.reason is not None:
-        where.append(Delivery.dead_reason == f.reason)
-    if f.since is not None:
-        where.append(Delivery.updated_at >= f.since)
-    if f.until is not None:
-        where.append(Delivery.updated_at < f.until)
-    if f.project is not None:
-        where.append(Delivery.event_id.in_(select(Event.id).where(Event.project == f.project)))
-    return where
-
-
-def count(session: Session, f: DeadLetterFilter) -> int:
-    return int(session.scalar(select(func.count()).select_from(Delivery).where(*conditions(f))) or 0)
-
-
-def counts_by_reason(session: Session, f: DeadLetterFilter) -> dict[str, int]:
-    rows = session.execute(
-        select(func.coalesce(Delivery.dead_reason, Delivery.state), func.count())
-        .where(*conditions(f))
-        .group_by(func.coalesce(Delivery.dead_reason, Delivery.state))
-    )
-    return {str(reason): int(n) for reason, n in rows}
 
 
 def redrive_batch(session: Session, f: DeadLetterFilter, limit: int, *, queued: bool) -> list[uuid.UUID]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from providers import registry
@@ -123,12 +123,40 @@ def record(runtime: ProcessRuntime, results: list[SendResult]) -> set[uuid.UUID]
             removed.setdefault(integration_id, set()).update(gone)
     with runtime.sessions() as session:
         applied = deliveries.apply_outcomes(session, outcomes)
-        deliveries.set_integration_flags(session, failing, healthy)
+        _set_integration_flags(session, failing, healthy)
         for integration_id in sorted(removed):
             _remove_targets(runtime, session, integration_id, sorted(removed[integration_id]))
         session.commit()
     _report(results, outcomes, applied)
     return set(applied)
+
+
+def _set_integration_flags(
+    session: Session, failing: Mapping[uuid.UUID, str], healthy: Iterable[uuid.UUID]
+) -> None:
+    """Mark integrations failing (with a reason) or healthy again; rows are locked in id order."""
+    healthy_ids = sorted(set(healthy) - failing.keys())
+    for integration_id in sorted(failing):
+        session.execute(
+            update(Integration)
+            .where(Integration.id == integration_id)
+            .values(failing=True, failing_reason=failing[integration_id][:200])
+            .execution_options(synchronize_session=False)
+        )
+    if healthy_ids:
+        locked = (
+            select(Integration.id)
+            .where(Integration.id.in_(healthy_ids), Integration.failing.is_(True))
+            .order_by(Integration.id)
+            .with_for_update()
+            .scalar_subquery()
+        )
+        session.execute(
+            update(Integration)
+            .where(Integration.id.in_(locked))
+            .values(failing=False, failing_reason=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _remove_targets(

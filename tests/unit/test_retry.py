@@ -120,3 +120,10 @@ def test_republish_deadlines_grow_with_the_backlog_up_to_a_cap():
     assert retry.republish_after_s(30, 0, 600) == 30
     assert retry.republish_after_s(30, 3, 600) == 120
     assert retry.republish_after_s(30, 852, 600) == 600
+
+
+def test_the_dead_letter_selection_names_the_dead_letter_states():
+    from shared.dead_letter_selection import SELECTABLE_STATES
+    from shared.deliveries import DEAD_LETTER_STATES
+
+    assert set(SELECTABLE_STATES) == set(DEAD_LETTER_STATES)
