@@ -7,9 +7,11 @@ Each test names, in its docstring, what the code before shared/deliveries.py and
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from celery import Celery
 from sqlalchemy import create_engine, text
 
 from shared.crypto import KeyRing
@@ -21,6 +23,7 @@ from tests.integration.stack import (
     create_webhook,
     post_release,
     wait_for_deliveries,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -52,8 +55,7 @@ def test_integration_deleted_mid_send_leaves_the_co_batched_delivery_delivered_o
         a = create_webhook(api, receiver.url(slow_a), project=project)
         b = create_webhook(api, receiver.url(slow_b), project=project)
         event_id = post_release(api, project)
-        receiver.wait_for(slow_a, 1)
-        receiver.wait_for(slow_b, 1)
+        assert len(receiver.wait_for(slow_a, 1)) == len(receiver.wait_for(slow_b, 1)) == 1
         assert api.delete(f"/v1/integrations/{a}", headers=AUTH).status_code == 204
         [delivery] = wait_for_deliveries(api, event_id, timeout_s=30)
         assert delivery["integration_id"] == b
@@ -101,7 +103,7 @@ def test_disabling_an_integration_stops_its_queued_retries(own_stack: Stack, rec
         r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"retry_base_delay_s": 100})
         assert r.status_code == 200, r.text
         event_id = post_release(api, project)
-        receiver.wait_for(path, 2, timeout_s=15)
+        assert len(receiver.wait_for(path, 2, timeout_s=15)) == 2
         r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"enabled": False})
         assert r.status_code == 200, r.text
         [delivery] = wait_for_deliveries(api, event_id, timeout_s=30)
@@ -171,7 +173,7 @@ def test_a_hanging_destination_holds_up_no_other(own_stack: Stack, receiver: Fak
         for n in range(1, 7):
             post_release(api, project, version=f"1.0.{n}")
             # Each event is its own fan-out: the fast receiver has it long before the hanging one answers.
-            receiver.wait_for(fast, n, timeout_s=10)
+            assert len(receiver.wait_for(fast, n, timeout_s=5)) == n, f"event {n} held up by the hanging one"
         assert len(receiver.requests(hang)) == 6  # all sent, none answered yet
 
 
@@ -197,3 +199,33 @@ def test_outcomes_that_are_not_a_success_are_logged_without_secrets(
     assert "provider_unavailable" in retrying and "next attempt 20" in retrying  # an ISO timestamp, 20xx
     assert "invalid_payload" in dead and "next attempt none" in dead
     assert SECRET not in log
+
+
+def test_old_skipped_deliveries_no_longer_pin_their_events(api, stack: Stack, receiver: FakeServer, project):
+    """Repro (before): retention pruned only delivered rows, so an event with a skipped delivery (its integration
+    disabled) was kept forever, however old."""
+    integration_id = create_webhook(api, receiver.url(f"/skip/{project}"), project=project)
+    assert (
+        api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"enabled": False}).status_code
+        == 200
+    )
+    old_event = post_release(api, project, version="old-skipped")
+    recent_event = post_release(api, project, version="recent-skipped")
+    [old] = wait_for_deliveries(api, old_event)
+    [recent] = wait_for_deliveries(api, recent_event)
+    assert (old["state"], recent["state"]) == ("skipped", "skipped")
+    long_ago = datetime.now(UTC) - timedelta(days=45)
+    sql(stack, "UPDATE delivery SET updated_at = :t WHERE id = :d", t=long_ago, d=old["id"])
+    sql(stack, "UPDATE event SET created_at = :t WHERE id = :e", t=long_ago, e=old_event)
+
+    app = Celery(broker=stack.env["HERALD_REDIS_URL"], set_as_current=False)
+    queue = stack.env["HERALD_QUEUE_NAME"]
+    app.send_task("herald.retention", queue=queue, routing_key=queue, exchange="")
+    app.close()
+    wait_until(
+        lambda: sql(stack, "SELECT count(*) FROM event WHERE id = :e", e=old_event) == [(0,)],
+        30,
+        "the old skipped delivery's event was never pruned",
+    )
+    assert sql(stack, "SELECT count(*) FROM delivery WHERE id = :d", d=old["id"]) == [(0,)]
+    assert sql(stack, "SELECT state FROM delivery WHERE id = :d", d=recent["id"]) == [("skipped",)]
