@@ -188,18 +188,24 @@ def claim_jobs(
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
     events: dict[uuid.UUID, Event],
     integrations: dict[uuid.UUID, Integration],
-) -> list[Job]:
-    """Claim (delivery id, integration id) candidates within the caller's transaction; return their jobs.
+) -> tuple[list[Job], list[str]]:
+    """Claim (delivery id, integration id) candidates within the caller's transaction.
 
-    Rows of disabled integrations become `skipped` here. The caller commits, then hands the jobs off."""
+    Returns the jobs, and the provider of each row skipped because its integration is disabled (for the
+    caller to count once it has committed). The caller commits, then hands the jobs off."""
     if not candidates:
-        return []
+        return [], []
     configs = _configs(runtime, integrations.values())
     claimed, skipped = deliveries.claim(session, _leases(runtime, candidates, configs))
     integration_of = dict(candidates)
-    for delivery_id in skipped:
-        metrics.DELIVERIES.labels(integrations[integration_of[delivery_id]].provider, "skipped", "").inc()
-    return _jobs(runtime, claimed, events, integrations, configs)
+    skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
+    return _jobs(runtime, claimed, events, integrations, configs), skipped_providers
+
+
+def count_skipped(providers: Iterable[str]) -> None:
+    """Count deliveries skipped at claim (after the commit that skipped them)."""
+    for provider in providers:
+        metrics.DELIVERIES.labels(provider, "skipped", "").inc()
 
 
 def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
@@ -226,13 +232,14 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
                     select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
                 )
             }
-            claimed = claim_jobs(
+            claimed, skipped = claim_jobs(
                 session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
             )
             session.commit()
             jobs = claimed
     finally:
         inflight.release(len(delivery_ids) - len(jobs))
+    count_skipped(skipped)
     _start(runtime, inflight, jobs)
     return len(jobs)
 

@@ -94,6 +94,8 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     (fact.id, p.integration_id, p.state, previous.get((fact.lifecycle_key, p.integration_id)))
                 )
         new_pending: list[tuple[uuid.UUID, uuid.UUID]] = []
+        fanned: list[str] = []  # counted once committed
+        skipped: list[str] = []
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             chunk = rows[start : start + INSERT_CHUNK_ROWS]
             inserted = session.execute(
@@ -107,18 +109,21 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                 },
             )
             for delivery_id, state, integration_id in inserted:
-                metrics.FANOUT_DELIVERIES.labels(state).inc()
+                fanned.append(state)
                 if state == DeliveryState.PENDING:
                     new_pending.append((delivery_id, integration_id))
                 else:
-                    metrics.DELIVERIES.labels(targets[integration_id].provider, "skipped", "").inc()
+                    skipped.append(targets[integration_id].provider)
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
-        inline = dispatch.claim_jobs(
+        inline, skipped_at_claim = dispatch.claim_jobs(
             session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
         )
         session.commit()
+    for state in fanned:
+        metrics.FANOUT_DELIVERIES.labels(state).inc()
+    dispatch.count_skipped(skipped + skipped_at_claim)
     claimed_ids = {j.id for j in inline}
     return FanoutResult(inline=inline, to_publish=[d for d, _ in new_pending if d not in claimed_ids])
 
