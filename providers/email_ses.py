@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, secret_values
 from providers.templates import EmailConfig, EmailContent, render_email
 from shared.errors import AuthFailed, InvalidPayload, RateLimited
 from shared.rendering import RenderedMessage
@@ -133,7 +133,9 @@ class SesProvider(Provider[SesConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         content = render_email(message, subject_prefix=config.subject_prefix)
         body = orjson.dumps(send_email_body(content, config))
         url = config.url()
@@ -144,6 +146,7 @@ class SesProvider(Provider[SesConfig]):
             body=body,
             headers=signed_headers(config, url, body),
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         if not 200 <= response.status < 300:

@@ -30,7 +30,7 @@ import aiosmtplib
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from providers._http import EgressPolicy, HttpClient, excerpt
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, secret_values
 from providers.templates import EmailConfig, EmailContent, render_email
 from shared.config import get_settings
 from shared.errors import (
@@ -131,7 +131,9 @@ class SmtpProvider(Provider[SmtpConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         done = {t for t, outcome in (progress or {}).items() if outcome == DELIVERED}
         pending = [r for r in config.recipients() if r not in done]
         if not pending:

@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import MASK, Provider, Receipt, secret_values
+from providers.base import MASK, Provider, Receipt, attempt_deadline, secret_values
 from providers.render import pagerduty as render_pagerduty
 from shared.errors import AuthFailed
 from shared.rendering import RenderedMessage
@@ -88,7 +88,9 @@ class PagerDutyProvider(Provider[PagerDutyConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         body = self._body(message, config, config.routing_key.get_secret_value())
         response = await self.http.request(
             "POST",
@@ -97,6 +99,7 @@ class PagerDutyProvider(Provider[PagerDutyConfig]):
             body=orjson.dumps(body),
             headers={"content-type": "application/json"},
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         if response.status == 400:
