@@ -191,20 +191,35 @@ def check_url(url: str, policy: EgressPolicy) -> Destination:
     return dest
 
 
-def check_config_url(url: str) -> str:
-    """For config validators: the reason `url` is refused at save time, as a ValueError, else `url`.
+#: the pydantic validation-context key under which the API passes its allow-list when it validates input
+ALLOW_CIDRS_CONTEXT = "egress_allow_cidrs"
 
-    Uses the process's allow-list (HERALD_EGRESS_ALLOW_CIDRS), so what a worker would refuse is refused on save.
-    Names are not resolved here (DNS can change before the send; the send checks again)."""
-    from shared.config import get_settings  # late: keeps config loading off provider import
 
+def check_config_url(url: str, context: object = None) -> str:
+    """For config validators: `url`, or a ValueError saying (machine-readably) why it is refused at save time.
+
+    Always refused: a malformed URL (`invalid_url`), a numeric host in a non-canonical form (`egress_denied`:
+    `http://169。254。169。254/`, `http://2130706434/`). Refused when the validation context carries the allow-list
+    (`{ALLOW_CIDRS_CONTEXT: [...]}`, which the API passes for input): an IP literal the policy refuses. Stored
+    configs are validated without it, so a narrowed allow-list shows up as `egress_denied` on the send (with the
+    delivery's reason) rather than as an unreadable config. Names are not resolved here (DNS can change before
+    the send, which checks again)."""
+    allow = context.get(ALLOW_CIDRS_CONTEXT) if isinstance(context, dict) else None
     try:
-        check_url(url, EgressPolicy(get_settings().egress_allow_cidrs))
+        dest = destination(url)
+        if allow is not None and dest.address is not None:
+            EgressPolicy(allow).check_address(dest.address, dest.host)
     except MalformedUrl as exc:
         raise ValueError(f"invalid_url: {exc}") from None
     except EgressRefused as exc:
         raise ValueError(f"{exc.code}: {exc.reason}") from None
     return url
+
+
+def check_config_host(host: str, context: object = None) -> str:
+    """`check_config_url` for a bare host name (SMTP): returns the canonical host."""
+    check_config_url(f"http://{host if ':' not in host or host.startswith('[') else f'[{host}]'}/", context)
+    return canonical_host(host)[0]
 
 
 async def resolve_checked(
@@ -240,12 +255,14 @@ async def resolve_checked(
 
 
 __all__ = [
+    "ALLOW_CIDRS_CONTEXT",
     "Destination",
     "EgressPolicy",
     "EgressRefused",
     "MalformedUrl",
     "NameNotFound",
     "canonical_host",
+    "check_config_host",
     "check_config_url",
     "check_url",
     "destination",

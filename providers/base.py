@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationInfo
 
+from providers._egress import check_config_url
 from providers._http import HttpClient
 from shared.rendering import RenderedMessage
 
@@ -85,6 +86,19 @@ class Provider(ABC, Generic[ConfigT]):
     def on_config_update(cls, old: ConfigT, new: ConfigT, *, now: datetime | None = None) -> ConfigT:
         """The config to store when `new` replaces `old` (the webhook keeps a rotated signing secret)."""
         return new
+
+
+def egress_secret_url(value: SecretStr, info: ValidationInfo) -> SecretStr:
+    """Field validator: a secret URL refused at save time when its host can be refused then (_egress.py)."""
+    check_config_url(value.get_secret_value(), info.context)
+    return value
+
+
+def egress_url(value: str | None, info: ValidationInfo) -> str | None:
+    """Field validator: egress_secret_url for a plain (non-secret) URL field; None passes."""
+    if value is not None:
+        check_config_url(value, info.context)
+    return value
 
 
 def max_attempt_s(config: BaseModel) -> float:

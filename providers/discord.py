@@ -16,7 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
 from providers.render import discord as render_discord
 from shared.errors import RateLimited, TargetGone
 from shared.rendering import RenderedMessage
@@ -38,6 +38,8 @@ class DiscordConfig(BaseModel):
     #: edit the earlier message of the same lifecycle (pipeline trigger -> success) instead of posting anew
     edit_in_place: bool = True
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
     @field_validator("webhook_url")
     @classmethod

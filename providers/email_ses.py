@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.templates import EmailConfig, EmailContent, render_email
 from shared.errors import AuthFailed, InvalidPayload, RateLimited
 from shared.rendering import RenderedMessage
@@ -52,6 +52,8 @@ class SesConfig(EmailConfig):
     #: None = https://email.{region}.amazonaws.com; set for a VPC endpoint or a local fake
     endpoint_url: str | None = Field(None, max_length=2048)
     configuration_set: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    _egress = field_validator("endpoint_url")(egress_url)
 
     @field_validator("endpoint_url")
     @classmethod

@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import MASK, Provider, Receipt, attempt_deadline, secret_values
+from providers.base import MASK, Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.render import pagerduty as render_pagerduty
 from shared.errors import AuthFailed
 from shared.rendering import RenderedMessage
@@ -40,6 +40,8 @@ class PagerDutyConfig(BaseModel):
     #: the EU service region uses https://events.eu.pagerduty.com/v2/enqueue
     events_url: str = Field(EVENTS_URL, max_length=200, pattern=r"^https?://[^\s?#]+$")
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("events_url")(egress_url)
 
     @field_validator("routing_key")
     @classmethod

@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, egress_url, secret_values
 from providers.render import slack as render_slack
 from shared.errors import (
     AuthFailed,
@@ -112,6 +112,7 @@ class SlackWebhookConfig(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=30)
 
     _url = field_validator("webhook_url")(_check_url)
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
 
 class SlackWebhookProvider(Provider[SlackWebhookConfig]):
@@ -173,6 +174,8 @@ class SlackBotConfig(BaseModel):
     edit_in_place: bool = True
     api_base_url: str = Field("https://slack.com/api", max_length=200, pattern=r"^https?://[^\s?#]+$")
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("api_base_url")(egress_url)
 
     @field_validator("token")
     @classmethod

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
 from providers.render import teams as render_teams
 from shared.errors import ProviderUnavailable
 from shared.rendering import RenderedMessage
@@ -37,6 +37,8 @@ class TeamsConfig(BaseModel):
     #: how to read the answer; `auto` decides from the URL's host (connectors live under webhook.office.com)
     flavor: Literal["auto", "workflows", "connector"] = "auto"
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
     @field_validator("webhook_url")
     @classmethod

@@ -35,7 +35,7 @@ from providers._http2 import Http2Client
 from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
 from providers.apns._token import TokenCache, load_key
 from providers.apns.payload import build_payload, collapse_id
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from shared.config import get_settings
 from shared.errors import AuthFailed, DeliveryError, InvalidPayload, RateLimited, TargetGone
 from shared.rendering import RenderedMessage
@@ -73,6 +73,8 @@ class ApnsConfig(BaseModel):
     expiration_s: int = Field(86400, ge=0, le=30 * 86400)
     sound: str | None = Field("default", max_length=100)
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("endpoint_url")(egress_url)
 
     @field_validator("private_key")
     @classmethod

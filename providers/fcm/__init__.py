@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from providers._http import HttpClient, HttpResponse, classify_status, excerpt, parse_retry_after
 from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
-from providers.base import Provider, Receipt, attempt_deadline, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.fcm._oauth import AccessTokens, Account, load_key
 from providers.fcm.message import TOPIC_PREFIX, build_message
 from shared.errors import (
@@ -57,6 +57,8 @@ class FcmServiceAccount(BaseModel):
     private_key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,100}$")
     token_uri: str = Field("https://oauth2.googleapis.com/token", pattern=_HTTP_URL)
 
+    _egress = field_validator("token_uri")(egress_url)
+
     @field_validator("private_key")
     @classmethod
     def _key(cls, value: SecretStr) -> SecretStr:
@@ -75,6 +77,8 @@ class FcmConfig(BaseModel):
     android_priority: Literal["normal", "high"] = "high"
     ttl_s: int = Field(86400, ge=0, le=2_419_200)
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("api_base_url")(egress_url)
 
     @field_validator("device_tokens")
     @classmethod
