@@ -251,3 +251,14 @@ def test_preview_is_the_payload_without_the_key(apns: FakeApns, tls: TlsFiles):
     assert preview["payload"]["aps"]["alert"]["title"] == MESSAGE.title
     assert "authorization" not in preview["headers"]
     assert "PRIVATE KEY" not in json.dumps(preview)
+
+
+def test_error_body_in_several_http2_data_frames_is_read_whole(tls: TlsFiles):
+    """The HTTP/2 seam reads every DATA frame of a body (up to the cap): `{"reason": "Unregistered", ...}` sent
+    in two frames still removes the token (a cut body would leave only the HTTP status: a plain 410)."""
+    gone, good = device_token(), device_token()
+    with FakeApns(tls, PUBLIC_KEY, split_writes=2) as server:
+        server.unregistered.add(gone)
+        receipt = send(tls, config(server, [good, gone]))
+    assert receipt.removed_targets == (gone,)
+    assert receipt.target_progress == {good: "delivered", gone: "apns_Unregistered"}
