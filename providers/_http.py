@@ -74,7 +74,7 @@ class Mechanism(StrEnum):
     EGRESS_DENIED = "egress_denied"
 
 
-#: the policy: mechanism -> (class, retryable?) ... the class says it
+#: the policy: mechanism -> taxonomy class (the class says whether it is retried and whether it marks failing)
 _POLICY: dict[Mechanism, type[DeliveryError]] = {
     Mechanism.CONNECT_REFUSED: ProviderUnavailable,
     Mechanism.CONNECTION_RESET: ProviderUnavailable,
@@ -131,7 +131,7 @@ def _one_mechanism(exc: BaseException) -> tuple[Mechanism, str] | None:
     if isinstance(exc, ssl.CertificateError):
         return Mechanism.TLS_UNTRUSTED, str(exc)[:200]
     if isinstance(exc, ssl.SSLError):
-        return Mechanism.TLS_HANDSHAKE, exc.reason or type(exc).__name__
+        return Mechanism.TLS_HANDSHAKE, getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
     if isinstance(exc, NameNotFound):
         return Mechanism.DNS_NOT_FOUND, exc.strerror or "name does not resolve"
     if isinstance(exc, socket.gaierror):
