@@ -92,6 +92,11 @@ class SmtpConfig(EmailConfig):
             raise ValueError("username and password go together")
         return self
 
+    def max_attempt_s(self) -> float:
+        """Opening a connection (TCP, TLS, EHLO, STARTTLS, AUTH: several round trips) and the mail transaction
+        each get `timeout_s`; a send that reuses a pooled connection needs only the second."""
+        return 2 * self.timeout_s
+
     @property
     def implicit_tls(self) -> bool:
         return self.security == "tls" or (self.security is None and self.port == IMPLICIT_TLS_PORT)

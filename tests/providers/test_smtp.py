@@ -266,14 +266,14 @@ def test_failed_login_leaves_the_event_loop_usable(smtp: FakeSmtp, tls: TlsFiles
 
 
 def test_fifty_concurrent_sends_to_a_slow_relay_all_succeed(smtp: FakeSmtp, tls: TlsFiles):
-    """50 sends at once to a relay that takes 0.5 s per message, each within its attempt deadline (10 s) and the
-    worker's guard (deadline + 1 s).
+    """50 sends at once to a relay that takes 0.5 s per message, each within its attempt deadline (20 s) and the
+    worker's guard (deadline + 1 s): 4 connections need about 7 s, one lock needed 25 s.
 
     Repro before the fix: one connection per integration behind one asyncio.Lock serialised the sends (50 x 0.5
     s = 25 s), so the sends queued last outlived the worker's allowance and died as internal errors although the
     relay was healthy."""
     smtp.data_delay_s = 0.5
-    timeout_s = 10.0
+    timeout_s = 20.0
 
     async def body(p: SmtpProvider) -> list[Receipt]:
         async def one(i: int) -> Receipt:
