@@ -63,6 +63,9 @@ IMPLICIT_TLS_PORT = 465
 # (RFC 5321 suggests a 5 min server timeout; many relays use far less).
 PROBE_AFTER_IDLE_S = 2.0
 DELIVERED = "delivered"
+# Added to timeout_s for a whole attempt (connect + transaction), inside the worker's own allowance
+# (timeout_s + 5 s), as APNs and FCM do for their several requests.
+CONNECT_EXTRA_S = 3.0
 
 
 class SmtpConfig(EmailConfig):
@@ -93,9 +96,9 @@ class SmtpConfig(EmailConfig):
         return self
 
     def max_attempt_s(self) -> float:
-        """Opening a connection (TCP, TLS, EHLO, STARTTLS, AUTH: several round trips) and the mail transaction
-        each get `timeout_s`; a send that reuses a pooled connection needs only the second."""
-        return 2 * self.timeout_s
+        """`timeout_s` plus CONNECT_EXTRA_S: opening a connection (TCP, TLS, EHLO, STARTTLS, AUTH) is several
+        round trips before the mail transaction starts; a send on a pooled connection needs only the latter."""
+        return self.timeout_s + CONNECT_EXTRA_S
 
     @property
     def implicit_tls(self) -> bool:
