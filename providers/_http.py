@@ -58,6 +58,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_CHARS = 500
 REDACTED = "[redacted]"
 _READ_CHUNK_BYTES = 16 * 1024
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class Mechanism(StrEnum):
@@ -140,14 +141,15 @@ def _one_mechanism(exc: BaseException) -> tuple[Mechanism, str] | None:
         return Mechanism.DNS_FAILURE, exc.strerror or "resolver error"
     if isinstance(exc, TimeoutError):
         return Mechanism.TIMEOUT, ""
-    if isinstance(exc, ConnectionRefusedError) or (
-        isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
-    ):
-        return Mechanism.CONNECT_REFUSED, "connection refused"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-        return Mechanism.CONNECTION_RESET, exc.strerror or type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return Mechanism.CONNECT_REFUSED, exc.strerror or f"errno {exc.errno}"
+    if isinstance(exc, OSError):
+        if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+            return Mechanism.CONNECT_REFUSED, exc.strerror or "connection refused"
+        # reset, broken pipe, aborted (also a library's OSError carrying that errno, e.g. aiohttp.ClientOSError),
+        # or a library's "server disconnected" ConnectionError
+        if isinstance(exc, ConnectionError) or exc.errno in _RESET_ERRNOS:
+            return Mechanism.CONNECTION_RESET, exc.strerror or str(exc)[:200] or type(exc).__name__
+        if exc.errno is not None:  # unreachable network or host, and the like: the connection was not made
+            return Mechanism.CONNECT_REFUSED, exc.strerror or f"errno {exc.errno}"
     return None
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -370,3 +373,82 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+# transport mechanisms over SMTP: the same policy as HTTP (providers/_http.py transport_error)
+
+
+class _Listener:
+    """127.0.0.1 listener: "hangup" closes at once, "silent" accepts and never speaks, "http" answers in clear
+    text (an implicit-TLS client's handshake fails)."""
+
+    def __init__(self, mode: str) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._mode = mode
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self._mode == "silent":
+                self._held.append(conn)
+                continue
+            if self._mode == "http":
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def _mechanism_error(tls: TlsFiles, **overrides: Any) -> DeliveryError:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "from_address": "h@example.com",
+        "to": ["a@example.com"],
+        "timeout_s": 1,
+        **overrides,
+    }
+
+    async def body(p: SmtpProvider) -> None:
+        await p.send(MESSAGE, SmtpConfig.model_validate(values), idempotency_key="d-1", previous_ref=None)
+
+    with pytest.raises(DeliveryError) as caught:
+        with_provider(tls, body)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("mode", "security", "error", "detail"),
+    [
+        ("hangup", "starttls", ProviderUnavailable, "connection lost"),
+        ("silent", "starttls", TransportTimeout, "timed out"),
+        ("http", "tls", ProviderUnavailable, ""),
+    ],
+)
+def test_transport_mechanisms(tls: TlsFiles, mode: str, security: str, error: type, detail: str):
+    listener = _Listener(mode)
+    try:
+        err = _mechanism_error(tls, port=listener.port, security=security)
+    finally:
+        listener.close()
+    assert type(err) is error, err
+    assert detail in err.detail
+
+
+def test_refused_and_unknown_names_are_retryable(tls: TlsFiles):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = _mechanism_error(tls, port=port)
+    assert type(refused) is ProviderUnavailable and refused.detail.startswith("connection failed")
+    unknown = _mechanism_error(tls, host="herald-test.invalid", port=port)
+    assert type(unknown) is ProviderUnavailable and unknown.detail.startswith("connection failed")

@@ -8,6 +8,7 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
 
 from providers._egress import EgressRefused, MalformedUrl, NameNotFound
@@ -138,6 +139,7 @@ def _cert_error() -> ssl.SSLCertVerificationError:
         (OSError(errno.EHOSTUNREACH, "No route to host"), Mechanism.CONNECT_REFUSED),
         (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), Mechanism.CONNECTION_RESET),
         (BrokenPipeError(errno.EPIPE, "Broken pipe"), Mechanism.CONNECTION_RESET),
+        (aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"), Mechanism.CONNECTION_RESET),
         (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), Mechanism.DNS_NOT_FOUND),
         (NameNotFound(socket.EAI_NONAME, "x.invalid: no address"), Mechanism.DNS_NOT_FOUND),
         (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), Mechanism.DNS_FAILURE),
