@@ -5,32 +5,41 @@ takes a network backend, which is where the egress policy is applied: every conn
 resolver returned *and* the policy allows, while TLS still verifies the certificate against the host name.
 httpx2's own client does not expose that hook.
 
-Like providers/_http.py: one request per call, no redirects, responses capped, transport failures turned
-into the taxonomy (timeouts -> TransportTimeout, refused/reset/GOAWAY -> ProviderUnavailable, a destination
-the policy refuses -> EgressDenied). Status codes are left to the caller (classify_status or vendor rules).
+Like providers/_http.py: one request per call, no redirects, bodies read whole up to the cap, the same egress
+guard (providers/_egress.py: canonical host, every resolved address checked, connect to the checked address)
+and the same classification (httpcore2's failure -> a `Mechanism` -> `transport_error`, the one policy).
+Status codes are left to the caller (classify_status or vendor rules).
 One client per provider instance, i.e. per worker process, created lazily on that process's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import ssl
 from collections.abc import Iterable, Mapping
 
 import httpcore2
 
-from providers._http import MAX_RESPONSE_BYTES, EgressPolicy, HttpResponse
-from shared.errors import EgressDenied, ProviderUnavailable, TransportTimeout
-
-
-class _EgressRefused(httpcore2.ConnectError):
-    pass
+from providers._egress import (
+    EgressPolicy,
+    EgressRefused,
+    MalformedUrl,
+    NameNotFound,
+    check_url,
+    resolve_checked,
+)
+from providers._http import (
+    HttpResponse,
+    Mechanism,
+    os_error_mechanism,
+    read_capped,
+    request_timeout_s,
+    transport_error,
+)
 
 
 class _GuardedBackend(httpcore2.AsyncNetworkBackend):
-    """Resolves the host itself and connects only to addresses the egress policy permits."""
+    """Resolves the (canonical) host once and connects only to the addresses providers/_egress.py checked."""
 
     def __init__(self, policy: EgressPolicy) -> None:
         self._inner = httpcore2.AnyIOBackend()
@@ -44,22 +53,20 @@ class _GuardedBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM), timeout=timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise httpcore2.ConnectError(f"cannot resolve host: {type(exc).__name__}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        allowed = [a for a in addresses if self._policy.permits(ipaddress.ip_address(a))]
-        if not allowed:
-            raise _EgressRefused("host resolves only to refused addresses")
+            found = await asyncio.wait_for(resolve_checked(host, port, self._policy), timeout=timeout)
+        except (EgressRefused, NameNotFound, OSError, TimeoutError) as exc:
+            # httpcore2 wraps what it does not know; the cause chain keeps the mechanism for the classifier.
+            raise httpcore2.ConnectError(str(exc)[:200]) from exc
         last: Exception | None = None
-        for address in allowed:
+        for _, address in found:
             try:
                 return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
                 )
             except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 last = exc
@@ -88,10 +95,27 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def httpcore_mechanism(exc: BaseException) -> tuple[Mechanism, str]:
+    """The mechanism of an httpcore2 failure (its own classes first, then the low-level cause)."""
+    if isinstance(exc, httpcore2.TimeoutException):
+        return Mechanism.TIMEOUT, type(exc).__name__
+    if isinstance(exc, httpcore2.UnsupportedProtocol):
+        return Mechanism.MALFORMED_URL, "unsupported URL scheme"
+    if isinstance(exc, httpcore2.ConnectError):
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None:
+            return os_error_mechanism(cause)
+        return Mechanism.CONNECT_REFUSED, str(exc)[:200] or "connection failed"
+    if isinstance(exc, httpcore2.NetworkError | httpcore2.ProtocolError):
+        return Mechanism.CONNECTION_RESET, type(exc).__name__  # reset, GOAWAY, broken framing
+    return os_error_mechanism(exc)
+
+
 class Http2Client:
     """A small pool of HTTP/2 connections (requests multiplex over them), egress-checked at connect time."""
 
     def __init__(self, policy: EgressPolicy, *, ca_file: str | None = None, max_connections: int = 4) -> None:
+        self._policy = policy
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=tls_context(ca_file),
             http1=False,
@@ -115,39 +139,44 @@ class Http2Client:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float,
+        deadline: float | None = None,
     ) -> HttpResponse:
-        timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
         try:
-            async with asyncio.timeout(timeout_s):
+            # The request goes to the canonical host (punycode, canonical literal): the backend resolves exactly
+            # what was checked, and TLS verifies the certificate against that same name.
+            dest = check_url(url, self._policy)
+        except (EgressRefused, MalformedUrl) as exc:
+            raise transport_error(provider, *os_error_mechanism(exc)) from None
+        effective_s = request_timeout_s(timeout_s, deadline, provider)
+        timeouts = {"connect": effective_s, "read": effective_s, "write": effective_s, "pool": effective_s}
+        try:
+            async with asyncio.timeout(effective_s):
                 async with self._pool.stream(
                     method,
-                    url,
+                    str(dest.url),
                     headers=list((headers or {}).items()),
                     content=body or b"",
                     extensions={"timeout": timeouts},
                 ) as resp:
-                    payload = bytearray()
-                    async for chunk in resp.aiter_stream():
-                        payload.extend(chunk)
-                        if len(payload) >= MAX_RESPONSE_BYTES:
-                            break
+                    payload = await read_capped(resp.aiter_stream())
                     return HttpResponse(
                         resp.status,
                         {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers},
-                        bytes(payload[:MAX_RESPONSE_BYTES]),
+                        payload,
                     )
-        except (TimeoutError, httpcore2.TimeoutException) as exc:
-            raise TransportTimeout(provider, f"no answer within {timeout_s:g} s") from exc
-        except _EgressRefused:
-            raise EgressDenied(provider, "destination resolves only to refused addresses") from None
-        except ssl.SSLCertVerificationError:
-            raise ProviderUnavailable(provider, "server certificate is not trusted") from None
-        except httpcore2.ConnectError as exc:
-            if isinstance(exc.__context__, ssl.SSLCertVerificationError):
-                raise ProviderUnavailable(provider, "server certificate is not trusted") from None
-            raise ProviderUnavailable(provider, "connection failed") from None
-        except (httpcore2.NetworkError, httpcore2.ProtocolError, OSError) as exc:
-            raise ProviderUnavailable(provider, f"transport error: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise transport_error(
+                provider, Mechanism.TIMEOUT, f"no answer within {effective_s:g} s"
+            ) from None
+        except (httpcore2.ConnectError, httpcore2.TimeoutException) as exc:
+            raise transport_error(provider, *httpcore_mechanism(exc)) from None
+        except (
+            httpcore2.NetworkError,
+            httpcore2.ProtocolError,
+            httpcore2.UnsupportedProtocol,
+            OSError,
+        ) as exc:
+            raise transport_error(provider, *httpcore_mechanism(exc)) from None
 
 
-__all__ = ["Http2Client", "tls_context"]
+__all__ = ["Http2Client", "httpcore_mechanism", "tls_context"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,12 +10,15 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationInfo
 
+from providers._egress import check_config_url
 from providers._http import HttpClient
 from shared.rendering import RenderedMessage
 
 MASK = "********"
+#: a config without `timeout_s` (none today) gets this per attempt
+DEFAULT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,20 @@ class Provider(ABC, Generic[ConfigT]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
         """Make exactly one attempt; return a Receipt or raise a `shared.errors.DeliveryError`.
 
         `progress` is the per-target outcome of earlier attempts of this delivery (multi-target providers send
         only to targets not yet "delivered"); single-target providers ignore it.
+        `deadline` is the `time.monotonic()` instant by which the whole attempt ends, vendor fallbacks (Slack
+        edit -> post, Discord PATCH -> POST) and re-authentication included; None means
+        `attempt_deadline(config)`. Past it a provider raises TransportTimeout and makes no further request.
         """
+
+    async def aclose(self) -> None:
+        """Close what this provider holds (SMTP connections, HTTP/2 clients); the worker calls it on shutdown."""
+        return None
 
     def preview(self, message: RenderedMessage, config: ConfigT) -> dict[str, Any]:
         """What `send` would put on the wire for this message, without sending and without secrets.
@@ -74,6 +86,34 @@ class Provider(ABC, Generic[ConfigT]):
     def on_config_update(cls, old: ConfigT, new: ConfigT, *, now: datetime | None = None) -> ConfigT:
         """The config to store when `new` replaces `old` (the webhook keeps a rotated signing secret)."""
         return new
+
+
+def egress_secret_url(value: SecretStr, info: ValidationInfo) -> SecretStr:
+    """Field validator: a secret URL refused at save time when its host can be refused then (_egress.py)."""
+    check_config_url(value.get_secret_value(), info.context)
+    return value
+
+
+def egress_url(value: str | None, info: ValidationInfo) -> str | None:
+    """Field validator: egress_secret_url for a plain (non-secret) URL field; None passes."""
+    if value is not None:
+        check_config_url(value, info.context)
+    return value
+
+
+def max_attempt_s(config: BaseModel) -> float:
+    """The longest one attempt with this config may take: its `timeout_s`, or more for a provider whose config
+    declares `max_attempt_s()` (several requests per attempt: a token fetch, then one per device). The worker
+    derives its sending lease from the largest of these plus a margin."""
+    declared = getattr(config, "max_attempt_s", None)
+    if callable(declared):
+        return float(declared())
+    return float(getattr(config, "timeout_s", DEFAULT_TIMEOUT_S))
+
+
+def attempt_deadline(config: BaseModel, deadline: float | None = None) -> float:
+    """`deadline`, or the one a provider computes when the worker gave none: now + max_attempt_s(config)."""
+    return deadline if deadline is not None else time.monotonic() + max_attempt_s(config)
 
 
 def secret_values(config: BaseModel) -> Iterator[str]:
@@ -123,7 +163,14 @@ def _mask(value: Any) -> Any:
         raw = value.get_secret_value()
         parts = urlsplit(raw)
         if parts.scheme in ("http", "https") and parts.hostname:
-            return f"{parts.scheme}://{parts.hostname}/{MASK}"
+            # Scheme, host and port stay visible (which receiver is this?); path, query and userinfo are the
+            # secret part.
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            try:
+                port = f":{parts.port}" if parts.port is not None else ""
+            except ValueError:
+                port = ""
+            return f"{parts.scheme}://{host}{port}/{MASK}"
         return MASK
     return value
 

@@ -16,7 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
 from providers.render import discord as render_discord
 from shared.errors import RateLimited, TargetGone
 from shared.rendering import RenderedMessage
@@ -38,6 +38,8 @@ class DiscordConfig(BaseModel):
     #: edit the earlier message of the same lifecycle (pipeline trigger -> success) instead of posting anew
     edit_in_place: bool = True
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
     @field_validator("webhook_url")
     @classmethod
@@ -116,20 +118,27 @@ class DiscordProvider(Provider[DiscordConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         base, query = _urls(config)
         if config.edit_in_place and previous_ref and _SNOWFLAKE.match(previous_ref):
             url = f"{base}/messages/{previous_ref}" + (f"?{query}" if query else "")
-            response = await self._request("PATCH", url, self._body(message, config, edit=True), config)
+            response = await self._request(
+                "PATCH", url, self._body(message, config, edit=True), config, deadline=deadline
+            )
             if response.status != 404 or discord_error(response)[0] != UNKNOWN_MESSAGE:
                 return self._receipt(response, config, previous_ref)
-            # The message was deleted: post a new one instead (a second request, not a retry).
+            # The message was deleted: post a new one instead, a second request of the same attempt (not a
+            # retry), within what is left of the same deadline.
         url = f"{base}?wait=true" + (f"&{query}" if query else "")
-        response = await self._request("POST", url, self._body(message, config, edit=False), config)
+        response = await self._request(
+            "POST", url, self._body(message, config, edit=False), config, deadline=deadline
+        )
         return self._receipt(response, config, None)
 
     async def _request(
-        self, method: str, url: str, body: dict[str, Any], config: DiscordConfig
+        self, method: str, url: str, body: dict[str, Any], config: DiscordConfig, *, deadline: float
     ) -> HttpResponse:
         return await self.http.request(
             method,
@@ -138,6 +147,7 @@ class DiscordProvider(Provider[DiscordConfig]):
             body=orjson.dumps(body),
             headers={"content-type": "application/json"},
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
 
     def _receipt(self, response: HttpResponse, config: DiscordConfig, edited_ref: str | None) -> Receipt:

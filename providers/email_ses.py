@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.templates import EmailConfig, EmailContent, render_email
 from shared.errors import AuthFailed, InvalidPayload, RateLimited
 from shared.rendering import RenderedMessage
@@ -52,6 +52,8 @@ class SesConfig(EmailConfig):
     #: None = https://email.{region}.amazonaws.com; set for a VPC endpoint or a local fake
     endpoint_url: str | None = Field(None, max_length=2048)
     configuration_set: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    _egress = field_validator("endpoint_url")(egress_url)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -133,7 +135,9 @@ class SesProvider(Provider[SesConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         content = render_email(message, subject_prefix=config.subject_prefix)
         body = orjson.dumps(send_email_body(content, config))
         url = config.url()
@@ -144,6 +148,7 @@ class SesProvider(Provider[SesConfig]):
             body=body,
             headers=signed_headers(config, url, body),
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         if not 200 <= response.status < 300:

@@ -6,37 +6,48 @@
   530/534/535/538 mean the configuration is wrong (AuthFailed, which marks the integration failing).
 - Recipients are this provider's targets: a recipient refused with 4yz is retried alone on the next attempt
   (the others are recorded as delivered), one refused with 5yz is recorded and not retried.
-- One connection per integration, kept for the worker process's life and reused across sends. A connection
-  that sat idle is probed with NOOP before reuse, so a server that closed it only costs a reconnect.
-- Egress: SMTP does not go through the HTTP client, so the server's address is resolved and checked against
-  the egress policy here, and the connection is made to the checked address (DNS cannot swap it afterwards).
+- Connections: a small bounded pool per relay (providers/_pool.py; HERALD_SMTP_CONNECTIONS_PER_RELAY, in total
+  HERALD_SMTP_MAX_CONNECTIONS, closed after HERALD_SMTP_IDLE_S idle), so sends to one relay run side by side
+  instead of queueing behind one lock. Waiting for a free connection counts against the attempt's deadline
+  (TransportTimeout if none frees in time) but is not a failure of the relay. A connection that sat idle is
+  probed with NOOP before reuse; one whose send failed or was cancelled is closed, never reused mid-dialogue.
+- Egress: the host is canonicalised, resolved and every address checked by providers/_egress.py (the same
+  guard as HTTP), and the socket is connected to a checked address (DNS cannot swap it afterwards).
+- Transport failures are classified by providers/_http.py's one policy (a mechanism, then `transport_error`);
+  only SMTP reply codes are decided here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import socket
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, ClassVar, Literal
 
 import aiosmtplib
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from providers._http import EgressPolicy, HttpClient, excerpt
-from providers.base import Provider, Receipt, secret_values
+from providers._egress import (
+    EgressPolicy,
+    EgressRefused,
+    MalformedUrl,
+    canonical_host,
+    check_config_host,
+    resolve_checked,
+)
+from providers._http import HttpClient, Mechanism, excerpt, os_error_mechanism, transport_error
+from providers._pool import ConnectionPool, PoolTimeout
+from providers.base import Provider, Receipt, attempt_deadline, secret_values
 from providers.templates import EmailConfig, EmailContent, render_email
 from shared.config import get_settings
 from shared.errors import (
     AuthFailed,
     DeliveryError,
-    EgressDenied,
     InvalidPayload,
     ProviderUnavailable,
     RateLimited,
@@ -52,6 +63,9 @@ IMPLICIT_TLS_PORT = 465
 # (RFC 5321 suggests a 5 min server timeout; many relays use far less).
 PROBE_AFTER_IDLE_S = 2.0
 DELIVERED = "delivered"
+# Added to timeout_s for a whole attempt (connect + transaction), inside the worker's own allowance
+# (timeout_s + 5 s), as APNs and FCM do for their several requests.
+CONNECT_EXTRA_S = 3.0
 
 
 class SmtpConfig(EmailConfig):
@@ -66,10 +80,13 @@ class SmtpConfig(EmailConfig):
 
     @field_validator("host")
     @classmethod
-    def _host(cls, value: str) -> str:
+    def _host(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip()
         if not all(c.isalnum() or c in ".-:[]" for c in value):
             raise ValueError("host must be a DNS name or an IP address")
+        check_config_host(
+            value, info.context
+        )  # disguised numeric hosts, refused literals (providers/_egress.py)
         return value
 
     @model_validator(mode="after")
@@ -78,16 +95,14 @@ class SmtpConfig(EmailConfig):
             raise ValueError("username and password go together")
         return self
 
+    def max_attempt_s(self) -> float:
+        """`timeout_s` plus CONNECT_EXTRA_S: opening a connection (TCP, TLS, EHLO, STARTTLS, AUTH) is several
+        round trips before the mail transaction starts; a send on a pooled connection needs only the latter."""
+        return self.timeout_s + CONNECT_EXTRA_S
+
     @property
     def implicit_tls(self) -> bool:
         return self.security == "tls" or (self.security is None and self.port == IMPLICIT_TLS_PORT)
-
-
-@dataclass
-class _Connection:
-    client: aiosmtplib.SMTP
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_used: float = 0.0
 
 
 def build_message(content: EmailContent, config: EmailConfig, *, message_id_key: str) -> EmailMessage:
@@ -113,15 +128,36 @@ class SmtpProvider(Provider[SmtpConfig]):
     name: ClassVar[str] = NAME
     config_model: ClassVar[type[BaseModel]] = SmtpConfig
 
-    def __init__(self, http: HttpClient, *, tls_ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        tls_ca_file: str | None = None,
+        connections_per_relay: int | None = None,
+        max_connections: int | None = None,
+        idle_s: float | None = None,
+    ) -> None:
         super().__init__(http)
-        self._tls_ca_file = tls_ca_file if tls_ca_file is not None else get_settings().tls_ca_file
-        self._connections: dict[str, _Connection] = {}
+        settings = get_settings()
+        self._tls_ca_file = tls_ca_file if tls_ca_file is not None else settings.tls_ca_file
+        self._pool: ConnectionPool[aiosmtplib.SMTP] = ConnectionPool(
+            per_key=connections_per_relay or settings.smtp_connections_per_relay,
+            total=max_connections or settings.smtp_max_connections,
+            idle_s=idle_s if idle_s is not None else settings.smtp_idle_s,
+            close=_close,
+        )
         self._tls: ssl.SSLContext | None = None
+
+    @property
+    def open_connections(self) -> int:
+        return self._pool.open_connections
 
     def preview(self, message: RenderedMessage, config: SmtpConfig) -> dict[str, Any]:
         content = render_email(message, subject_prefix=config.subject_prefix)
         return {**content.as_dict(), "from": config.from_address, "to": config.to, "cc": config.cc}
+
+    async def aclose(self) -> None:
+        self._pool.close_all()
 
     async def send(
         self,
@@ -131,7 +167,9 @@ class SmtpProvider(Provider[SmtpConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         done = {t for t, outcome in (progress or {}).items() if outcome == DELIVERED}
         pending = [r for r in config.recipients() if r not in done]
         if not pending:
@@ -139,33 +177,44 @@ class SmtpProvider(Provider[SmtpConfig]):
         content = render_email(message, subject_prefix=config.subject_prefix)
         email = build_message(content, config, message_id_key=idempotency_key)
         secrets = list(secret_values(config))
-        key = _cache_key(config)
-        conn = self._connections.get(key)
-        if conn is None:
-            conn = self._connections[key] = _Connection(self._new_client(config))
-        async with conn.lock:
-            try:
-                await self._ready(conn, config)
-                refused, reply = await conn.client.send_message(
-                    email, sender=_bare(config.from_address), recipients=pending
-                )
-            except DeliveryError:
-                await _drop(conn)
-                raise
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                # Every pending recipient refused: the transaction never started, the connection is fine.
-                conn.last_used = time.monotonic()
-                per = {r.recipient: (r.code, r.message) for r in exc.recipients}
-                raise _recipients_failed(per, {}, secrets) from None
-            except aiosmtplib.SMTPException as exc:
-                await _drop(conn)
-                raise _classify(exc, secrets) from None
-            except OSError as exc:
-                await _drop(conn)
-                if isinstance(exc, ssl.SSLCertVerificationError):  # during STARTTLS
-                    raise AuthFailed(NAME, "server certificate is not trusted") from None
-                raise ProviderUnavailable(NAME, f"connection failed: {type(exc).__name__}") from None
-            conn.last_used = time.monotonic()
+        try:
+            lease = await self._pool.acquire(_cache_key(config), deadline)
+        except PoolTimeout:
+            raise TransportTimeout(
+                NAME,
+                f"timed out: no free connection to the relay within the attempt "
+                f"({self._pool.per_key} in use by other sends)",
+            ) from None
+        client = lease.conn
+        reusable = False
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                if client is None:
+                    client = self._new_client(config)
+                client = await self._ready(client, lease.idle_s, config, deadline)
+                try:
+                    refused, reply = await client.send_message(
+                        email, sender=_bare(config.from_address), recipients=pending
+                    )
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    # Every pending recipient refused: the transaction never started, the connection is fine.
+                    reusable = True
+                    per = {r.recipient: (r.code, r.message) for r in exc.recipients}
+                    raise _recipients_failed(per, {}, secrets) from None
+            reusable = True
+        except TimeoutError:
+            raise transport_error(
+                NAME, Mechanism.TIMEOUT, "no answer from the SMTP server within the attempt"
+            ) from None
+        except aiosmtplib.SMTPException as exc:
+            raise _classify(exc, secrets) from None
+        except (OSError, EgressRefused, MalformedUrl) as exc:
+            raise transport_error(NAME, *os_error_mechanism(exc)) from None
+        finally:
+            # A failed or cancelled send closes its connection: the dialogue may be half-way through a command.
+            self._pool.release(
+                lease, client, reusable=reusable and client is not None and client.is_connected
+            )
         accepted = [r for r in pending if r not in refused]
         tally = {r: DELIVERED for r in accepted}
         if refused:
@@ -191,7 +240,8 @@ class SmtpProvider(Provider[SmtpConfig]):
     def _new_client(self, config: SmtpConfig) -> aiosmtplib.SMTP:
         implicit = config.implicit_tls
         return aiosmtplib.SMTP(
-            hostname=config.host.strip("[]"),
+            # The canonical (ASCII) host: what was egress-checked is what TLS verifies the certificate against.
+            hostname=canonical_host(config.host)[0],
             username=config.username,
             password=config.password.get_secret_value() if config.password else None,
             timeout=config.timeout_s,
@@ -201,16 +251,17 @@ class SmtpProvider(Provider[SmtpConfig]):
             tls_context=self._tls_context(),
         )
 
-    async def _ready(self, conn: _Connection, config: SmtpConfig) -> None:
-        """Make the cached connection usable: probe it if it idled, (re)connect if it is closed."""
-        client = conn.client
-        if client.is_connected and time.monotonic() - conn.last_used > PROBE_AFTER_IDLE_S:
+    async def _ready(
+        self, client: aiosmtplib.SMTP, idle_s: float, config: SmtpConfig, deadline: float
+    ) -> aiosmtplib.SMTP:
+        """Make a pooled connection usable: probe it if it idled, (re)connect if it is closed."""
+        if client.is_connected and idle_s > PROBE_AFTER_IDLE_S:
             try:
                 await client.noop()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()  # the server let it go; a fresh connection below is not a retry of a send
         if not client.is_connected:
-            sock = await _checked_socket(self.http.policy, config)
+            sock = await _checked_socket(self.http.policy, config, deadline)
             try:
                 # connect() also does EHLO, STARTTLS (re-EHLO) and AUTH, as configured on the client.
                 await client.connect(sock=sock, port=None)
@@ -220,6 +271,12 @@ class SmtpProvider(Provider[SmtpConfig]):
                 # given that fd would fail with "File descriptor N is used by transport".
                 client.close()
                 raise
+        return client
+
+
+def _close(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        client.close()
 
 
 def _bare(address: str) -> str:
@@ -235,56 +292,45 @@ def _cache_key(config: SmtpConfig) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-async def _drop(conn: _Connection) -> None:
-    if conn.client.is_connected:
-        conn.client.close()
-
-
-async def _checked_socket(policy: EgressPolicy, config: SmtpConfig) -> socket.socket:
-    """A connected socket to the first address of `host` the egress policy allows."""
+async def _checked_socket(policy: EgressPolicy, config: SmtpConfig, deadline: float) -> socket.socket:
+    """A socket connected to an address of `host` that providers/_egress.py checked (every address is)."""
     loop = asyncio.get_running_loop()
-    host = config.host.strip("[]")
-    try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, config.port, type=socket.SOCK_STREAM), timeout=config.timeout_s
-        )
-    except TimeoutError:
-        raise TransportTimeout(NAME, "name resolution timed out") from None
-    except socket.gaierror:
-        raise ProviderUnavailable(NAME, "server name does not resolve") from None
-    allowed = [i for i in infos if policy.permits(ipaddress.ip_address(i[4][0]))]
-    if not allowed:
-        raise EgressDenied(NAME, "SMTP server resolves only to refused addresses")
+    host, _ = canonical_host(config.host)
+    found = await resolve_checked(host, config.port, policy)
     last: OSError | None = None
-    for family, type_, proto, _, address in allowed:
-        sock = socket.socket(family, type_, proto)
+    for family, address in found:
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, address), timeout=config.timeout_s)
+            await asyncio.wait_for(
+                loop.sock_connect(sock, (str(address), config.port)),
+                timeout=max(min(config.timeout_s, deadline - time.monotonic()), 0.0),
+            )
             return sock
-        except TimeoutError:
+        except BaseException as exc:
             sock.close()
-            raise TransportTimeout(NAME, f"no connection within {config.timeout_s:g} s") from None
-        except OSError as exc:
-            sock.close()
+            if not isinstance(exc, OSError) or isinstance(exc, TimeoutError):
+                raise
             last = exc
-    raise ProviderUnavailable(NAME, f"connection failed: {last.strerror if last else 'error'}")
+    assert last is not None
+    raise last
 
 
 def _classify(exc: aiosmtplib.SMTPException, secrets: list[str]) -> DeliveryError:
+    """aiosmtplib's failure: reply codes decided here (SMTP's own rules), the rest by the shared transport policy."""
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectTimeoutError):
-        return TransportTimeout(NAME, "SMTP server did not answer in time")
-    if isinstance(exc, aiosmtplib.SMTPConnectError):
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return AuthFailed(NAME, "server certificate is not trusted")
-        return ProviderUnavailable(NAME, "connection failed")
+        return transport_error(NAME, Mechanism.TIMEOUT, "the SMTP server did not answer in time")
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return ProviderUnavailable(NAME, "server closed the connection")
+        return transport_error(NAME, Mechanism.CONNECTION_RESET, "the SMTP server closed the connection")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _by_code(exc.code, exc.message, secrets)
-    if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-        return AuthFailed(NAME, "server certificate is not trusted")
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        mechanism, detail = os_error_mechanism(cause)
+        if mechanism is not Mechanism.CONNECTION_RESET or isinstance(exc, aiosmtplib.SMTPConnectError):
+            return transport_error(NAME, mechanism, detail)
+    if isinstance(exc, aiosmtplib.SMTPConnectError):
+        return transport_error(NAME, Mechanism.CONNECT_REFUSED, "the SMTP connection failed")
     text = str(exc).lower()
     if "starttls" in text or "tls" in text:
         # e.g. the server does not offer STARTTLS: we will not send credentials or mail in the clear

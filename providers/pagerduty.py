@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import MASK, Provider, Receipt, secret_values
+from providers.base import MASK, Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.render import pagerduty as render_pagerduty
 from shared.errors import AuthFailed
 from shared.rendering import RenderedMessage
@@ -40,6 +40,8 @@ class PagerDutyConfig(BaseModel):
     #: the EU service region uses https://events.eu.pagerduty.com/v2/enqueue
     events_url: str = Field(EVENTS_URL, max_length=200, pattern=r"^https?://[^\s?#]+$")
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("events_url")(egress_url)
 
     @field_validator("routing_key")
     @classmethod
@@ -88,7 +90,9 @@ class PagerDutyProvider(Provider[PagerDutyConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         body = self._body(message, config, config.routing_key.get_secret_value())
         response = await self.http.request(
             "POST",
@@ -97,6 +101,7 @@ class PagerDutyProvider(Provider[PagerDutyConfig]):
             body=orjson.dumps(body),
             headers={"content-type": "application/json"},
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         if response.status == 400:

@@ -6,10 +6,13 @@ Adding a provider: write `providers/<name>.py`, add one line here, add its fake 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+from providers._egress import ALLOW_CIDRS_CONTEXT
 
 if TYPE_CHECKING:
     from providers.base import Provider
@@ -49,3 +52,21 @@ def provider_class(name: str) -> type[Provider[BaseModel]]:
 
 def config_model(name: str) -> type[BaseModel]:
     return provider_class(name).config_model
+
+
+def validate_input_config(name: str, data: Any, *, egress_allow_cidrs: Sequence[str]) -> BaseModel:
+    """A config as typed by a user (API input): unknown keys refused, and IP-literal destinations the egress
+    policy (`egress_allow_cidrs`, the process's HERALD_EGRESS_ALLOW_CIDRS) refuses are refused now, at save time.
+    Raises pydantic's ValidationError (the API turns it into a 422 naming the field)."""
+    return config_model(name).model_validate(data, context={ALLOW_CIDRS_CONTEXT: list(egress_allow_cidrs)})
+
+
+def load_stored_config(name: str, data: Any) -> BaseModel:
+    """A config read back from the database: keys a newer version no longer knows are dropped, not fatal.
+
+    Input is validated strictly (`validate_input_config`, extra="forbid"); a stored config written before a key
+    was removed must still load, or every delivery of that integration would fail as "unreadable"."""
+    model = config_model(name)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k in model.model_fields}
+    return model.model_validate(data)

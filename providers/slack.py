@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, egress_url, secret_values
 from providers.render import slack as render_slack
 from shared.errors import (
     AuthFailed,
@@ -112,6 +112,7 @@ class SlackWebhookConfig(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=30)
 
     _url = field_validator("webhook_url")(_check_url)
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
 
 class SlackWebhookProvider(Provider[SlackWebhookConfig]):
@@ -130,7 +131,9 @@ class SlackWebhookProvider(Provider[SlackWebhookConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         response = await self.http.request(
             "POST",
             config.webhook_url.get_secret_value(),
@@ -138,6 +141,7 @@ class SlackWebhookProvider(Provider[SlackWebhookConfig]):
             body=orjson.dumps(render_slack.render(message)),
             headers={"content-type": "application/json; charset=utf-8"},
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         body = response.text().strip()
@@ -170,6 +174,8 @@ class SlackBotConfig(BaseModel):
     edit_in_place: bool = True
     api_base_url: str = Field("https://slack.com/api", max_length=200, pattern=r"^https?://[^\s?#]+$")
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("api_base_url")(egress_url)
 
     @field_validator("token")
     @classmethod
@@ -220,20 +226,31 @@ class SlackBotProvider(Provider[SlackBotConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         body = render_slack.render(message)
         target = self._edit_target(config, previous_ref)
         if target is not None:
             channel, ts = target
             try:
-                return await self._call(config, "chat.update", {"channel": channel, "ts": ts, **body})
+                return await self._call(
+                    config, "chat.update", {"channel": channel, "ts": ts, **body}, deadline=deadline
+                )
             except _CannotUpdate:
-                pass  # deleted or too old to edit: post a new message instead (a second request, not a retry)
+                # Deleted or too old to edit: post a new message instead, a second request of the same attempt
+                # (not a retry): it gets what is left of the same deadline, or a TransportTimeout if nothing is.
+                pass
         return await self._call(
-            config, "chat.postMessage", {"channel": config.channel, **body, "unfurl_links": False}
+            config,
+            "chat.postMessage",
+            {"channel": config.channel, **body, "unfurl_links": False},
+            deadline=deadline,
         )
 
-    async def _call(self, config: SlackBotConfig, method: str, payload: dict[str, Any]) -> Receipt:
+    async def _call(
+        self, config: SlackBotConfig, method: str, payload: dict[str, Any], *, deadline: float
+    ) -> Receipt:
         response = await self.http.request(
             "POST",
             f"{config.api_base_url.rstrip('/')}/{method}",
@@ -244,6 +261,7 @@ class SlackBotProvider(Provider[SlackBotConfig]):
                 "authorization": f"Bearer {config.token.get_secret_value()}",
             },
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         classify_status(self.name, response, secrets=secrets)

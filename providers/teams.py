@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
 from providers.render import teams as render_teams
 from shared.errors import ProviderUnavailable
 from shared.rendering import RenderedMessage
@@ -37,6 +37,8 @@ class TeamsConfig(BaseModel):
     #: how to read the answer; `auto` decides from the URL's host (connectors live under webhook.office.com)
     flavor: Literal["auto", "workflows", "connector"] = "auto"
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("webhook_url")(egress_secret_url)
 
     @field_validator("webhook_url")
     @classmethod
@@ -70,7 +72,9 @@ class TeamsProvider(Provider[TeamsConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         response = await self.http.request(
             "POST",
             config.webhook_url.get_secret_value(),
@@ -78,6 +82,7 @@ class TeamsProvider(Provider[TeamsConfig]):
             body=orjson.dumps(render_teams.render(message)),
             headers={"content-type": "application/json"},
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         classify_status(self.name, response, secrets=secrets)

@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from providers._http import classify_status, excerpt
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
 from providers.render.template import TemplateError, compile_template, template_variables
 from shared.errors import InvalidPayload
 from shared.rendering import RenderedMessage
@@ -61,6 +61,8 @@ class WebhookConfig(BaseModel):
     #: a JSON payload with {{variable}} placeholders sent instead of the envelope (docs/providers.md)
     template: str | None = None  # size checked by the template validator, with its error code
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("url")(egress_secret_url)
 
     @field_validator("url")
     @classmethod
@@ -208,7 +210,9 @@ class WebhookProvider(Provider[WebhookConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         try:
             body = body_for(message, config)
         except TemplateError as exc:
@@ -234,6 +238,7 @@ class WebhookProvider(Provider[WebhookConfig]):
             body=body,
             headers=headers,
             timeout_s=config.timeout_s,
+            deadline=deadline,
         )
         secrets = list(secret_values(config))
         classify_status(self.name, response, secrets=secrets)

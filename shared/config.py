@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # HTTP/2): a private mail relay's CA, or the tests' generated one.
     tls_ca_file: str | None = None
 
+    # SMTP connections per worker process (transport): at most this many open to one relay at once and in
+    # total; one idle longer than smtp_idle_s is closed. Waiting for a free connection counts against the send.
+    smtp_connections_per_relay: int = Field(4, ge=1, le=64)
+    smtp_max_connections: int = Field(64, ge=1, le=4096)
+    smtp_idle_s: float = Field(30.0, gt=0)
+
     @field_validator("egress_allow_cidrs", mode="before")
     @classmethod
     def _split_cidrs(cls, value: object) -> object:

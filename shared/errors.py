@@ -10,8 +10,15 @@ DeliveryError(provider, status_code, detail)
       ├── InvalidPayload       400/413/422 and vendor equivalents, 3xx (never followed)
       ├── AuthFailed           401/403, revoked tokens          also marks the integration failing
       ├── TargetGone           404/410, archived channel, unregistered device token   likewise
-      └── EgressDenied         destination resolves to a private address not allow-listed
+      ├── EgressDenied         destination is (or resolves to) a non-public address not allow-listed, or a
+      │                        numeric host in a non-canonical form (2130706434, 127.2, ①②⑦.0.0.1)   likewise
+      └── InvalidConfig        the config cannot work as it is: a malformed URL, a server certificate we do
+                               not trust (expired, self-signed, wrong name)                      likewise
 ```
+
+Transport failures are classified in providers/_http.py, mechanism first (what happened: refused, reset, DNS
+name not found, TLS untrusted, TLS handshake, timeout, malformed URL, egress denied), then one policy function
+maps the mechanism to a class above, the same for HTTP/1.1, HTTP/2 and SMTP.
 
 Anything raised by a provider that is not a `DeliveryError` is our bug: the worker dead-letters it with reason
 `internal_error` and logs the traceback. `detail` must never carry a secret (URLs with tokens, keys).
@@ -112,6 +119,13 @@ class TargetGone(PermanentError):
 
 class EgressDenied(PermanentError):
     code = "egress_denied"
+    marks_failing = True
+
+
+class InvalidConfig(PermanentError):
+    """A config that cannot work until someone changes it (or the destination's certificate): not retried."""
+
+    code = "invalid_config"
     marks_failing = True
 
 

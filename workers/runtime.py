@@ -9,6 +9,7 @@ uses it and never inherited across fork (sockets shared between processes corrup
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Coroutine
@@ -26,6 +27,9 @@ from shared.crypto import KeyRing
 from shared.db.session import dispose_engines, session_factory
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+#: how long one provider may take to close its connections on shutdown
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -70,11 +74,26 @@ class ProcessRuntime:
         return instance
 
     def close(self) -> None:
-        if self._http is not None and self.loop.is_running():
-            self.run(self._http.close())
-            self._http = None
+        if self.loop.is_running():
+            with self._lock:
+                providers, self._providers = list(self._providers.values()), {}
+            # Providers first (SMTP connections, APNs' HTTP/2 client), then the HTTP client they share.
+            self.run(_close_all(providers))
+            if self._http is not None:
+                self.run(self._http.close())
+                self._http = None
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.loop_thread.join(timeout=5)
+
+
+async def _close_all(providers: list[Provider[BaseModel]]) -> None:
+    """Each provider's aclose, bounded: a hung close must not keep a worker from exiting."""
+    for provider in providers:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await provider.aclose()
+        except Exception:
+            logger.warning("closing provider %s failed", provider.name, exc_info=True)
 
 
 _runtime: ProcessRuntime | None = None

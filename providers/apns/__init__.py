@@ -7,9 +7,14 @@
   key, hashed when longer than 64 bytes) and apns-id (derived from the delivery id and the token, so a retried
   notification keeps its id).
 - Payload at most 4096 bytes: the body is truncated to fit, never refused.
-- Per token: 410 Unregistered/ExpiredToken and 400 BadDeviceToken remove that token from the integration and
-  count as target gone for it only; the other tokens still get the message. Outcomes are combined by
-  providers/_multitarget.py (a retry resends only to tokens not yet delivered).
+- Per token: 410 (Unregistered, ExpiredToken) removes that token from the integration and counts as target gone
+  for it only; the other tokens still get the message. 400 BadDeviceToken does NOT remove it: Apple also sends it
+  for a token of the other environment (a sandbox token sent to production), so one misconfigured integration
+  would lose every token. It is a permanent `target_gone` that marks the integration failing with a reason
+  that names the likely cause. Outcomes are combined by providers/_multitarget.py (a retry resends only to
+  tokens not yet delivered).
+- Deadline: every request of an attempt (one per token, and the one-shot re-authentication after
+  ExpiredProviderToken) shares the attempt's deadline; tokens still unsent when it passes count as timed out.
 - Transport: providers/_http2.py (HTTP/2, egress policy on the resolved address), created lazily on the worker
   process's loop, one per provider instance.
 """
@@ -30,14 +35,15 @@ from providers._http2 import Http2Client
 from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
 from providers.apns._token import TokenCache, load_key
 from providers.apns.payload import build_payload, collapse_id
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from shared.config import get_settings
 from shared.errors import AuthFailed, DeliveryError, InvalidPayload, RateLimited, TargetGone
 from shared.rendering import RenderedMessage
 
 NAME = "apns"
 HOSTS = {"production": "https://api.push.apple.com", "sandbox": "https://api.sandbox.push.apple.com"}
-GONE_REASONS = frozenset({"Unregistered", "ExpiredToken", "BadDeviceToken"})
+GONE_REASONS = frozenset({"Unregistered", "ExpiredToken"})
+BAD_DEVICE_TOKEN_DETAIL = "BadDeviceToken: check the APNs environment (sandbox vs production)"  # noqa: S105
 MAX_TOKENS = 1000
 # Requests in flight at once for one delivery; they multiplex over the HTTP/2 connection.
 MAX_CONCURRENT_STREAMS = 20
@@ -68,6 +74,8 @@ class ApnsConfig(BaseModel):
     sound: str | None = Field("default", max_length=100)
     timeout_s: float = Field(10.0, gt=0, le=30)
 
+    _egress = field_validator("endpoint_url")(egress_url)
+
     @field_validator("private_key")
     @classmethod
     def _key(cls, value: SecretStr) -> SecretStr:
@@ -93,6 +101,10 @@ class ApnsConfig(BaseModel):
 
     def base_url(self) -> str:
         return self.endpoint_url or HOSTS[self.environment]
+
+    def max_attempt_s(self) -> float:
+        """Several requests per attempt (one per token, maybe a re-authentication): more than one timeout."""
+        return self.timeout_s + ATTEMPT_BUDGET_EXTRA_S
 
     def effective_priority(self) -> int:
         return self.priority or (10 if self.push_type == "alert" else 5)
@@ -120,7 +132,7 @@ class ApnsProvider(Provider[ApnsConfig]):
         drop = {t.lower() for t in targets}
         return config.model_copy(update={"device_tokens": [t for t in config.device_tokens if t not in drop]})
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._http2 is not None:
             await self._http2.close()
             self._http2 = None
@@ -133,7 +145,9 @@ class ApnsProvider(Provider[ApnsConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         if not config.device_tokens:
             raise TargetGone(NAME, "no device tokens left in this integration")
         todo = pending(config.device_tokens, progress)
@@ -145,45 +159,62 @@ class ApnsProvider(Provider[ApnsConfig]):
         results = await send_each(
             NAME,
             todo,
-            lambda token: self._send_token(message, config, token, body, idempotency_key),
-            budget_s=config.timeout_s + ATTEMPT_BUDGET_EXTRA_S,
+            lambda token: self._send_token(message, config, token, body, idempotency_key, deadline),
+            budget_s=deadline - time.monotonic(),
             concurrency=MAX_CONCURRENT_STREAMS,
         )
         return conclude(NAME, results)
 
     async def _send_token(
-        self, message: RenderedMessage, config: ApnsConfig, token: str, body: bytes, idempotency_key: str
+        self,
+        message: RenderedMessage,
+        config: ApnsConfig,
+        token: str,
+        body: bytes,
+        idempotency_key: str,
+        deadline: float,
     ) -> TargetResult:
         assert self._http2 is not None
         pem = config.private_key.get_secret_value()
         apns_id = str(uuid.uuid5(_NAMESPACE, f"{idempotency_key}:{token}"))
         url = f"{config.base_url()}/3/device/{token}"
         secrets = list(secret_values(config))
-        for _ in range(2):  # the second pass only after ExpiredProviderToken, with a freshly minted JWT
-            jwt = self._tokens.token(config.team_id, config.key_id, pem)
-            try:
-                response = await self._http2.request(
-                    "POST",
-                    url,
-                    provider=NAME,
-                    body=body,
-                    headers=_headers(message, config, apns_id=apns_id, jwt=jwt),
-                    timeout_s=config.timeout_s,
-                )
-            except DeliveryError as exc:
-                return TargetResult(token, f"apns_{exc.code}", exc)
+
+        async def post(jwt: str) -> HttpResponse:
+            assert self._http2 is not None
+            return await self._http2.request(
+                "POST",
+                url,
+                provider=NAME,
+                body=body,
+                headers=_headers(message, config, apns_id=apns_id, jwt=jwt),
+                timeout_s=config.timeout_s,
+                deadline=deadline,
+            )
+
+        jwt = self._tokens.token(config.team_id, config.key_id, pem)
+        try:
+            response = await post(jwt)
             reason = _reason(response)
             if response.status == 403 and reason == "ExpiredProviderToken":
+                # Apple's documented re-authentication: one fresh JWT, one resend, same deadline. Not a retry.
                 self._tokens.expire(config.team_id, config.key_id, pem, jwt)
-                continue
-            return _result(token, response, reason, [*secrets, jwt])
-        return TargetResult(
-            token,
-            "apns_ExpiredProviderToken",
-            AuthFailed(
-                NAME, "provider token rejected as expired even when fresh (clock skew?)", status_code=403
-            ),
-        )
+                jwt = self._tokens.token(config.team_id, config.key_id, pem)
+                response = await post(jwt)
+                reason = _reason(response)
+                if response.status == 403 and reason == "ExpiredProviderToken":
+                    return TargetResult(
+                        token,
+                        "apns_ExpiredProviderToken",
+                        AuthFailed(
+                            NAME,
+                            "provider token rejected as expired even when fresh (clock skew?)",
+                            status_code=403,
+                        ),
+                    )
+        except DeliveryError as exc:
+            return TargetResult(token, f"apns_{exc.code}", exc)
+        return _result(token, response, reason, [*secrets, jwt])
 
 
 def _headers(
@@ -226,6 +257,9 @@ def _result(token: str, response: HttpResponse, reason: str | None, secrets: lis
         return TargetResult(
             token, outcome, TargetGone(NAME, f"device token gone ({reason})", **kwargs), gone=True
         )
+    if reason == "BadDeviceToken":
+        # Also what a token of the other environment gets: keep the token, flag the integration (marks failing).
+        return TargetResult(token, outcome, TargetGone(NAME, BAD_DEVICE_TOKEN_DETAIL, **kwargs))
     if response.status == 429:
         # TooManyRequests (this device, too often) or TooManyProviderTokenUpdates: both pass with time.
         return TargetResult(token, outcome, RateLimited(NAME, f"throttled ({reason})", **kwargs))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from providers._http import HttpClient, HttpResponse, classify_status, excerpt, parse_retry_after
 from providers._multitarget import DELIVERED, TargetResult, conclude, pending, send_each
-from providers.base import Provider, Receipt, secret_values
+from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
 from providers.fcm._oauth import AccessTokens, Account, load_key
 from providers.fcm.message import TOPIC_PREFIX, build_message
 from shared.errors import (
@@ -57,6 +57,8 @@ class FcmServiceAccount(BaseModel):
     private_key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,100}$")
     token_uri: str = Field("https://oauth2.googleapis.com/token", pattern=_HTTP_URL)
 
+    _egress = field_validator("token_uri")(egress_url)
+
     @field_validator("private_key")
     @classmethod
     def _key(cls, value: SecretStr) -> SecretStr:
@@ -75,6 +77,8 @@ class FcmConfig(BaseModel):
     android_priority: Literal["normal", "high"] = "high"
     ttl_s: int = Field(86400, ge=0, le=2_419_200)
     timeout_s: float = Field(10.0, gt=0, le=30)
+
+    _egress = field_validator("api_base_url")(egress_url)
 
     @field_validator("device_tokens")
     @classmethod
@@ -107,6 +111,10 @@ class FcmConfig(BaseModel):
     def account(self) -> Account:
         sa = self.service_account
         return Account(sa.client_email, sa.private_key.get_secret_value(), sa.private_key_id, sa.token_uri)
+
+    def max_attempt_s(self) -> float:
+        """A token fetch, then one request per target (and maybe a re-authentication): more than one timeout."""
+        return self.timeout_s + ATTEMPT_BUDGET_EXTRA_S
 
     def send_url(self) -> str:
         return f"{self.api_base_url}/v1/projects/{self.service_account.project_id}/messages:send"
@@ -143,55 +151,67 @@ class FcmProvider(Provider[FcmConfig]):
         idempotency_key: str,
         previous_ref: str | None,
         progress: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Receipt:
+        deadline = attempt_deadline(config, deadline)
         if not config.targets():
             raise TargetGone(NAME, "no device tokens or topics left in this integration")
         todo = pending(config.targets(), progress)
         if not todo:
             return Receipt(target_progress={})
         account = config.account()
-        started_s = time.monotonic()
         # The token is fetched once up front: a failure here (bad key) is the whole attempt's, not per target.
-        await self._tokens.get(account, timeout_s=config.timeout_s)
+        await self._tokens.get(account, timeout_s=config.timeout_s, deadline=deadline)
         results = await send_each(
             NAME,
             todo,
-            lambda target: self._send_target(message, config, account, target),
-            budget_s=config.timeout_s + ATTEMPT_BUDGET_EXTRA_S - (time.monotonic() - started_s),
+            lambda target: self._send_target(message, config, account, target, deadline),
+            budget_s=deadline - time.monotonic(),
             concurrency=MAX_CONCURRENT_SENDS,
         )
         return conclude(NAME, results)
 
     async def _send_target(
-        self, message: RenderedMessage, config: FcmConfig, account: Account, target: str
+        self, message: RenderedMessage, config: FcmConfig, account: Account, target: str, deadline: float
     ) -> TargetResult:
         body = orjson.dumps(
             build_message(message, target, android_priority=config.android_priority, ttl_s=config.ttl_s)
         )
-        for _ in range(2):  # the second pass only after a 401, with a freshly fetched access token
-            try:
-                access_token = await self._tokens.get(account, timeout_s=config.timeout_s)
-                response = await self.http.request(
-                    "POST",
-                    config.send_url(),
-                    provider=NAME,
-                    body=body,
-                    headers={"authorization": f"Bearer {access_token}", "content-type": "application/json"},
-                    timeout_s=config.timeout_s,
-                )
-            except DeliveryError as exc:
-                return TargetResult(target, f"fcm_{exc.code}", exc)
+
+        async def post(access_token: str) -> HttpResponse:
+            return await self.http.request(
+                "POST",
+                config.send_url(),
+                provider=NAME,
+                body=body,
+                headers={"authorization": f"Bearer {access_token}", "content-type": "application/json"},
+                timeout_s=config.timeout_s,
+                deadline=deadline,
+            )
+
+        try:
+            access_token = await self._tokens.get(account, timeout_s=config.timeout_s, deadline=deadline)
+            response = await post(access_token)
             # A 401 UNAUTHENTICATED is our access token; THIRD_PARTY_AUTH_ERROR (also 401) is the app's APNs or
             # web-push credentials at Google, which a new token does not fix.
-            if response.status == 401 and error_code(response) in (None, "UNAUTHENTICATED"):
+            if _token_refused(response):
+                # The documented one-shot re-authentication: a fresh token, one resend, same deadline.
                 self._tokens.invalidate(account, access_token)
-                continue
-            return _result(target, response, [*secret_values(config), access_token])
-        return TargetResult(
-            target,
-            "fcm_UNAUTHENTICATED",
-            AuthFailed(NAME, "access token refused even when fresh", status_code=401),
-        )
+                access_token = await self._tokens.get(account, timeout_s=config.timeout_s, deadline=deadline)
+                response = await post(access_token)
+                if _token_refused(response):
+                    return TargetResult(
+                        target,
+                        "fcm_UNAUTHENTICATED",
+                        AuthFailed(NAME, "access token refused even when fresh", status_code=401),
+                    )
+        except DeliveryError as exc:
+            return TargetResult(target, f"fcm_{exc.code}", exc)
+        return _result(target, response, [*secret_values(config), access_token])
+
+
+def _token_refused(response: HttpResponse) -> bool:
+    return response.status == 401 and error_code(response) in (None, "UNAUTHENTICATED")
 
 
 def error_code(response: HttpResponse) -> str | None:

@@ -77,7 +77,7 @@ class AccessTokens:
         headers = {"kid": account.private_key_id} if account.private_key_id else None
         return jwt.encode(claims, load_key(account.private_key_pem), algorithm="RS256", headers=headers)
 
-    async def get(self, account: Account, *, timeout_s: float) -> str:
+    async def get(self, account: Account, *, timeout_s: float, deadline: float | None = None) -> str:
         key = account.cache_key
         token = self._tokens.get(key)
         if token is not None and token.expires_at_s - REFRESH_MARGIN_S > time.time():
@@ -87,7 +87,7 @@ class AccessTokens:
             token = self._tokens.get(key)  # fetched by whoever held the lock before us
             if token is not None and token.expires_at_s - REFRESH_MARGIN_S > time.time():
                 return token.value
-            token = self._tokens[key] = await self._fetch(account, timeout_s)
+            token = self._tokens[key] = await self._fetch(account, timeout_s, deadline)
             return token.value
 
     def invalidate(self, account: Account, value: str) -> None:
@@ -96,7 +96,7 @@ class AccessTokens:
         if token is not None and token.value == value:
             del self._tokens[account.cache_key]
 
-    async def _fetch(self, account: Account, timeout_s: float) -> _Token:
+    async def _fetch(self, account: Account, timeout_s: float, deadline: float | None) -> _Token:
         assertion = self.assertion(account)
         response = await self._http.request(
             "POST",
@@ -105,6 +105,7 @@ class AccessTokens:
             body=urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode(),
             headers={"content-type": "application/x-www-form-urlencoded"},
             timeout_s=timeout_s,
+            deadline=deadline,
         )
         secrets = [account.private_key_pem, assertion]
         if response.status in (400, 401, 403):

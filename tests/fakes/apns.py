@@ -81,6 +81,9 @@ class FakeApns:
     #: JWTs this fake has declared expired (ExpiredProviderToken); a newly minted one is accepted
     expired_jwts: set[str] = field(default_factory=set)
     expire_next_jwt: bool = False
+    #: send each reply body in this many DATA frames, `split_pause_s` apart (a client must read them all)
+    split_writes: int = 1
+    split_pause_s: float = 0.05
     #: token -> scripted (status, reason) or (status, reason, delay_s) replies
     _scripts: dict[str, deque[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Condition = field(default_factory=threading.Condition)
@@ -185,7 +188,16 @@ class FakeApns:
         if reply:
             out.append((b"content-type", b"application/json"))
         await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": orjson.dumps(reply) if reply else b""})
+        data = orjson.dumps(reply) if reply else b""
+        if self.split_writes > 1 and len(data) > 1:
+            size = -(-len(data) // min(self.split_writes, len(data)))
+            for start in range(0, len(data), size):
+                await send(
+                    {"type": "http.response.body", "body": data[start : start + size], "more_body": True}
+                )
+                await asyncio.sleep(self.split_pause_s)
+            data = b""
+        await send({"type": "http.response.body", "body": data})
 
     def _judge(
         self, scope: dict[str, Any], headers: dict[str, str], body: bytes
@@ -255,7 +267,9 @@ class ApnsContract:
 
     def __init__(self) -> None:
         self.p8, public_key = generated_p8()
-        self.server = FakeApns(session_tls(), public_key).start()
+        from tests.fakes.catalog import SPLIT_WRITES
+
+        self.server = FakeApns(session_tls(), public_key, split_writes=SPLIT_WRITES).start()
 
     @staticmethod
     def token(slot: str) -> str:

@@ -14,6 +14,9 @@ The suite runs every registered provider through the same cases and expects the 
 Adding a provider: write a `ContractFake` for it (for an HTTP vendor, an `HttpContract` is enough: a path per
 slot, a config pointing at the fake, and the vendor's answer for each failing case) and append ONE `Entry` at
 the end of `CATALOG`. A fake that is not HTTP (SMTP) implements the `ContractFake` protocol itself.
+
+Every HTTP fake here (HTTP/1.1 and APNs' HTTP/2) sends each reply body in SPLIT_WRITES writes with pauses, so
+the whole matrix also proves bodies are read whole.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ CASES: tuple[Case, ...] = (
 RETRY_AFTER_S = 1
 #: how long a `timeout` answer is held back, well past any contract config's timeout_s
 SLOW_ANSWER_S = 8.0
+#: every HTTP fake of the contract suite sends each reply body in this many writes (tests/fakes/server.py): a
+#: client that keeps only the first chunk loses the message reference or retries a success
+SPLIT_WRITES = 2
 
 
 class ContractFake(Protocol):
@@ -80,6 +86,9 @@ class HttpContract:
     #: the vendor's answer for each failing case (timeout and refused need none)
     replies: Mapping[Case, Reply]
     retry_after_s: float | None = RETRY_AFTER_S
+
+    def __post_init__(self) -> None:
+        self.server.split_writes = SPLIT_WRITES
 
     def config(self, slot: str, *, timeout_s: float, port: int | None = None) -> dict[str, Any]:
         return self.config_for(slot, f"http://127.0.0.1:{port or self.server.port}", timeout_s)

@@ -176,7 +176,10 @@ class FcmContract:
         from tests.fakes.catalog import RETRY_AFTER_S
 
         self.retry_after_s: float | None = RETRY_AFTER_S
+        from tests.fakes.catalog import SPLIT_WRITES
+
         self.server = FakeFcm().start()
+        self.server.split_writes = SPLIT_WRITES
         self.account = self.server.service_account()
 
     @staticmethod

@@ -2,6 +2,10 @@
 
 Each path has a queue of scripted replies; when the queue is empty the fake's default reply is used. Every
 request is recorded with its arrival time, headers and raw body.
+
+`split_writes=N` (on the server, or per Reply) sends every reply body in N writes with `split_pause_s` between
+them, flushed one by one, under a correct Content-Length: a client that keeps only its first read of the body
+sees a truncated answer. The contract suite runs every vendor this way too (tests/fakes/catalog.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     content_type: str = "text/plain"
+    #: send the body in this many writes (None: the server's `split_writes`)
+    split_writes: int | None = None
 
 
 @dataclass
@@ -36,8 +42,16 @@ class Recorded:
 
 
 class FakeServer:
-    def __init__(self, default_reply: Callable[[Recorded], Reply] | None = None) -> None:
+    def __init__(
+        self,
+        default_reply: Callable[[Recorded], Reply] | None = None,
+        *,
+        split_writes: int = 1,
+        split_pause_s: float = 0.05,
+    ) -> None:
         self._default = default_reply or (lambda _req: Reply(200, b"ok"))
+        self.split_writes = split_writes
+        self.split_pause_s = split_pause_s
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._requests: dict[str, list[Recorded]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -115,6 +129,22 @@ class FakeServer:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        return web.Response(
-            status=reply.status, body=body, headers=reply.headers, content_type=reply.content_type
-        )
+        parts = reply.split_writes if reply.split_writes is not None else self.split_writes
+        if parts <= 1 or len(body) < 2:
+            return web.Response(
+                status=reply.status, body=body, headers=reply.headers, content_type=reply.content_type
+            )
+        return await self._split(request, reply, body, parts)
+
+    async def _split(self, request: web.Request, reply: Reply, body: bytes, parts: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response.content_type = reply.content_type
+        response.content_length = len(body)
+        await response.prepare(request)
+        size = -(-len(body) // min(parts, len(body)))  # ceil: every part non-empty
+        for start in range(0, len(body), size):
+            if start:
+                await asyncio.sleep(self.split_pause_s)  # the pause makes each write its own TCP segment
+            await response.write(body[start : start + size])
+        await response.write_eof()
+        return response

@@ -190,6 +190,15 @@ class _Handler:
         scripted = self.server._next("DATA", _login(session))
         if scripted:
             return scripted
+        if self.server.data_delay_s:
+            with self.server._lock:
+                self.server._in_data += 1
+                self.server.peak_in_data = max(self.server.peak_in_data, self.server._in_data)
+            try:
+                await asyncio.sleep(self.server.data_delay_s)
+            finally:
+                with self.server._lock:
+                    self.server._in_data -= 1
         self.server._record(
             Received(
                 mail_from=envelope.mail_from,
@@ -224,6 +233,11 @@ class FakeSmtp:
     any_login: bool = False
     #: logins whose AUTH fails with 535
     auth_fail: set[str] = field(default_factory=set)
+    #: every accepted message is held this long before its 250 (a slow relay); sessions still run side by side
+    data_delay_s: float = 0.0
+    #: most messages in DATA at once so far (how many sends a client ran side by side)
+    peak_in_data: int = 0
+    _in_data: int = 0
     _auth_failed_sessions: set[int] = field(default_factory=set)
     #: login -> arrival times of each transaction (MAIL) or failed AUTH
     arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))

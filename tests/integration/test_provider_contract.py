@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from providers import registry
+from tests.fakes.apns import ApnsContract
 from tests.fakes.catalog import CASES, CATALOG, Case, ContractFake, entries
 from tests.fakes.discord import DiscordFake
 from tests.fakes.pagerduty import PagerDutyFake
@@ -239,3 +240,43 @@ def test_pagerduty_failure_then_success_is_one_alert_triggered_and_resolved(api:
     assert requests[0]["payload"]["severity"] == "error"
     [alert] = fake.alerts_for(requests[0]["dedup_key"])
     assert (alert.status, alert.history) == ("resolved", ["trigger", "resolve"])
+
+
+def test_slack_bot_answer_in_two_writes_is_posted_once_and_edited_in_place(api: TestClient):
+    """Through the worker, with every Slack answer sent in two writes.
+
+    Repro before the fix: the provider kept only the first chunk of `{"ok":true,"channel":..,"ts":..}`, called the
+    success "answer is not a JSON object" (provider_unavailable), and the retry posted the message a second
+    time; the success then had no ref to edit and posted a third message."""
+    slot = f"split{uuid.uuid4().hex[:8]}"
+    with SlackFake() as fake:
+        fake.split_writes = 2
+        config = {"token": fake.token, "channel": CHANNEL_ID, "api_base_url": fake.api_base(slot)}
+        _trigger_then_success(api, "slack_bot", f"ct-{slot}", config)
+        posted = fake.requests(f"/{slot}/api/chat.postMessage")
+        updated = fake.requests(f"/{slot}/api/chat.update")
+    assert (len(posted), len(updated)) == (1, 1)
+    assert len(fake.messages) == 1
+
+
+def test_apns_bad_device_token_keeps_tokens_and_flags_the_integration(
+    api: TestClient, fakes: dict[str, ContractFake]
+):
+    """BadDeviceToken is also what a sandbox token gets from production: the token stays in the config and the
+    integration is marked failing with a reason that names the environment.
+
+    Repro before the fix: the token was deleted from the integration's config and the delivery counted as
+    delivered; a wrongly configured environment silently emptied the integration of every token."""
+    apns = fakes["apns"]
+    assert isinstance(apns, ApnsContract)
+    slot = f"apnsbad{uuid.uuid4().hex[:8]}"
+    bad = apns.token(slot)
+    apns.server.bad_tokens.add(bad)
+    project = f"ct-{slot}"
+    integration_id = _integrate(api, "apns", project, apns.config(slot, timeout_s=TIMEOUT_S), retries=None)
+    [delivery] = wait_for_deliveries(api, post_release(api, project))
+    assert (delivery["state"], delivery["dead_reason"]) == ("dead", "target_gone"), delivery
+    integration = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]
+    assert integration["failing"] is True
+    assert "check the APNs environment (sandbox vs production)" in integration["failing_reason"]
+    assert integration["config"]["device_tokens"] == [bad]

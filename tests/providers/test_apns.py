@@ -66,7 +66,7 @@ def with_provider(
         try:
             return await body(provider)
         finally:
-            await provider.close()
+            await provider.aclose()
             await http.close()
 
     return asyncio.run(run())
@@ -128,18 +128,29 @@ def test_expired_provider_token_is_refreshed_in_the_same_attempt(apns: FakeApns,
     assert receipt.target_progress == {token: "delivered"}
 
 
-def test_unregistered_and_bad_tokens_removed_others_still_delivered(apns: FakeApns, tls: TlsFiles):
-    good, gone, bad = device_token(), device_token(), device_token()
+def test_unregistered_token_removed_others_still_delivered(apns: FakeApns, tls: TlsFiles):
+    good, gone = device_token(), device_token()
     apns.unregistered.add(gone)
-    apns.bad_tokens.add(bad)
-    receipt = send(tls, config(apns, [good, gone, bad]))
+    receipt = send(tls, config(apns, [good, gone]))
     assert sorted(apns.delivered_to()) == [good]
-    assert set(receipt.removed_targets) == {gone, bad}
-    assert receipt.target_progress == {
-        good: "delivered",
-        gone: "apns_Unregistered",
-        bad: "apns_BadDeviceToken",
-    }
+    assert receipt.removed_targets == (gone,)
+    assert receipt.target_progress == {good: "delivered", gone: "apns_Unregistered"}
+
+
+def test_bad_device_token_keeps_the_token_and_flags_the_integration(apns: FakeApns, tls: TlsFiles):
+    """BadDeviceToken is also Apple's answer for a token of the other environment (a sandbox token sent to
+    production): removing it would empty a misconfigured integration of every token.
+
+    Repro before the fix: the send returned a Receipt with `removed_targets == (bad,)` and the worker deleted
+    the token from the config; nothing told the operator the environment was wrong."""
+    good, bad = device_token(), device_token()
+    apns.bad_tokens.add(bad)
+    err = send_error(tls, config(apns, [good, bad]))
+    assert isinstance(err, TargetGone) and err.marks_failing
+    assert "check the APNs environment (sandbox vs production)" in err.detail
+    assert err.removed_targets == ()
+    assert err.target_progress == {good: "delivered", bad: "apns_BadDeviceToken"}
+    assert sorted(apns.delivered_to()) == [good]
 
 
 def test_every_token_gone_is_target_gone(apns: FakeApns, tls: TlsFiles):
@@ -240,3 +251,14 @@ def test_preview_is_the_payload_without_the_key(apns: FakeApns, tls: TlsFiles):
     assert preview["payload"]["aps"]["alert"]["title"] == MESSAGE.title
     assert "authorization" not in preview["headers"]
     assert "PRIVATE KEY" not in json.dumps(preview)
+
+
+def test_error_body_in_several_http2_data_frames_is_read_whole(tls: TlsFiles):
+    """The HTTP/2 seam reads every DATA frame of a body (up to the cap): `{"reason": "Unregistered", ...}` sent
+    in two frames still removes the token (a cut body would leave only the HTTP status: a plain 410)."""
+    gone, good = device_token(), device_token()
+    with FakeApns(tls, PUBLIC_KEY, split_writes=2) as server:
+        server.unregistered.add(gone)
+        receipt = send(tls, config(server, [good, gone]))
+    assert receipt.removed_targets == (gone,)
+    assert receipt.target_progress == {good: "delivered", gone: "apns_Unregistered"}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +20,12 @@ from shared.errors import (
     AuthFailed,
     DeliveryError,
     EgressDenied,
+    InvalidConfig,
     InvalidPayload,
     ProviderUnavailable,
     RateLimited,
     TargetGone,
+    TransportTimeout,
 )
 from shared.rendering import RenderedMessage
 from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, TlsFiles, make_tls
@@ -202,8 +208,10 @@ def test_untrusted_certificate_is_refused(smtp: FakeSmtp, tls: TlsFiles, tmp_pat
     async def body(p: SmtpProvider) -> None:
         await p.send(MESSAGE, config(smtp), idempotency_key="d-1", previous_ref=None)
 
-    with pytest.raises(AuthFailed, match="certificate"):
+    # Permanent and marks the integration failing, as over HTTP/1.1 and HTTP/2 (one policy in providers/_http.py).
+    with pytest.raises(InvalidConfig, match="certificate is not trusted") as caught:
         with_provider(other, body)
+    assert caught.value.marks_failing
     assert smtp.received == []
 
 
@@ -258,3 +266,189 @@ def test_failed_login_leaves_the_event_loop_usable(smtp: FakeSmtp, tls: TlsFiles
 
     receipt = with_provider(tls, body)
     assert receipt.target_progress == {"ana@example.com": "delivered", "bo@example.com": "delivered"}
+
+
+def test_fifty_concurrent_sends_to_a_slow_relay_all_succeed(smtp: FakeSmtp, tls: TlsFiles):
+    """50 sends at once to a relay that takes 0.5 s per message, each within its attempt deadline (20 s) and the
+    worker's guard (deadline + 1 s): 4 connections need about 7 s, one lock needed 25 s.
+
+    Repro before the fix: one connection per integration behind one asyncio.Lock serialised the sends (50 x 0.5
+    s = 25 s), so the sends queued last outlived the worker's allowance and died as internal errors although the
+    relay was healthy."""
+    smtp.data_delay_s = 0.5
+    timeout_s = 20.0
+
+    async def body(p: SmtpProvider) -> list[Receipt]:
+        async def one(i: int) -> Receipt:
+            deadline = time.monotonic() + timeout_s
+            return await asyncio.wait_for(
+                p.send(
+                    MESSAGE,
+                    config(smtp, timeout_s=timeout_s),
+                    idempotency_key=f"d-{i}",
+                    previous_ref=None,
+                    deadline=deadline,
+                ),
+                timeout_s + 1.0,
+            )
+
+        receipts = await asyncio.gather(*(one(i) for i in range(50)))
+        assert p.open_connections <= 4  # HERALD_SMTP_CONNECTIONS_PER_RELAY's default
+        await p.aclose()
+        assert p.open_connections == 0
+        return receipts
+
+    receipts = with_provider(tls, body)
+    assert all(
+        r.target_progress == {"ana@example.com": "delivered", "bo@example.com": "delivered"} for r in receipts
+    )
+    assert len(smtp.wait_for(50)) == 50
+    assert 1 < smtp.peak_in_data <= 4  # side by side, and bounded
+
+
+def test_waiting_for_a_busy_relay_counts_against_the_deadline(smtp: FakeSmtp, tls: TlsFiles):
+    """One connection allowed, held by a slow send: a second send whose deadline passes while it waits is a
+    TransportTimeout (retryable, not a failure of the relay) and never reaches the server."""
+    smtp.data_delay_s = 1.5
+
+    async def run() -> tuple[Receipt, BaseException | Receipt]:
+        http = HttpClient.create(allow_cidrs=("127.0.0.1/32",))
+        provider = SmtpProvider(http, tls_ca_file=tls.ca_file, connections_per_relay=1)
+        try:
+            first = asyncio.ensure_future(
+                provider.send(MESSAGE, config(smtp), idempotency_key="d-1", previous_ref=None)
+            )
+            await _until(lambda: smtp._in_data == 1)
+            second = await asyncio.gather(
+                provider.send(
+                    MESSAGE,
+                    config(smtp),
+                    idempotency_key="d-2",
+                    previous_ref=None,
+                    deadline=time.monotonic() + 0.3,
+                ),
+                return_exceptions=True,
+            )
+            return await first, second[0]
+        finally:
+            await provider.aclose()
+            await http.close()
+
+    first, second = asyncio.run(run())
+    assert first.target_progress == {"ana@example.com": "delivered", "bo@example.com": "delivered"}
+    assert isinstance(second, TransportTimeout) and "no free connection" in second.detail
+    assert len(smtp.wait_for(1)) == 1
+
+
+def test_cancelled_send_closes_its_connection(smtp: FakeSmtp, tls: TlsFiles):
+    """A send cancelled mid-DATA (the worker gave up on it) must not leave its half-used connection in the pool:
+    the next send would read the previous message's late 250 as its own answer."""
+    smtp.data_delay_s = 2.0
+
+    async def run() -> Receipt:
+        http = HttpClient.create(allow_cidrs=("127.0.0.1/32",))
+        provider = SmtpProvider(http, tls_ca_file=tls.ca_file)
+        try:
+            task = asyncio.ensure_future(
+                provider.send(MESSAGE, config(smtp), idempotency_key="d-1", previous_ref=None)
+            )
+            await _until(lambda: smtp._in_data == 1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert provider.open_connections == 0
+            smtp.data_delay_s = 0.0
+            return await provider.send(MESSAGE, config(smtp), idempotency_key="d-2", previous_ref=None)
+        finally:
+            await provider.aclose()
+            await http.close()
+
+    receipt = asyncio.run(run())
+    assert receipt.target_progress == {"ana@example.com": "delivered", "bo@example.com": "delivered"}
+    assert smtp.connections == 2  # the cancelled one was not reused
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+# transport mechanisms over SMTP: the same policy as HTTP (providers/_http.py transport_error)
+
+
+class _Listener:
+    """127.0.0.1 listener: "hangup" closes at once, "silent" accepts and never speaks, "http" answers in clear
+    text (an implicit-TLS client's handshake fails)."""
+
+    def __init__(self, mode: str) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._mode = mode
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self._mode == "silent":
+                self._held.append(conn)
+                continue
+            if self._mode == "http":
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def _mechanism_error(tls: TlsFiles, **overrides: Any) -> DeliveryError:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "from_address": "h@example.com",
+        "to": ["a@example.com"],
+        "timeout_s": 1,
+        **overrides,
+    }
+
+    async def body(p: SmtpProvider) -> None:
+        await p.send(MESSAGE, SmtpConfig.model_validate(values), idempotency_key="d-1", previous_ref=None)
+
+    with pytest.raises(DeliveryError) as caught:
+        with_provider(tls, body)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("mode", "security", "error", "detail"),
+    [
+        ("hangup", "starttls", ProviderUnavailable, "connection lost"),
+        ("silent", "starttls", TransportTimeout, "timed out"),
+        ("http", "tls", ProviderUnavailable, ""),
+    ],
+)
+def test_transport_mechanisms(tls: TlsFiles, mode: str, security: str, error: type, detail: str):
+    listener = _Listener(mode)
+    try:
+        err = _mechanism_error(tls, port=listener.port, security=security)
+    finally:
+        listener.close()
+    assert type(err) is error, err
+    assert detail in err.detail
+
+
+def test_refused_and_unknown_names_are_retryable(tls: TlsFiles):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = _mechanism_error(tls, port=port)
+    assert type(refused) is ProviderUnavailable and refused.detail.startswith("connection failed")
+    unknown = _mechanism_error(tls, host="herald-test.invalid", port=port)
+    assert type(unknown) is ProviderUnavailable and unknown.detail.startswith("connection failed")
