@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
     discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
 
+    # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
+    template_max_output_bytes: int = Field(256 * 1024, ge=1024)
+    template_max_render_steps: int = Field(100_000, ge=1000)
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS
