@@ -22,12 +22,13 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import Template, TemplateSyntaxError, meta
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.runtime import Undefined
 
 from providers.render.sandbox import (
     BoundedSandbox,
+    Budget,
     RefusedConstruct,
     RenderLimits,
     TemplateLimitExceeded,
@@ -254,17 +255,16 @@ class PayloadTemplate:
         return body
 
 
-def _render(node: Node, variables: Mapping[str, Any], spent: Any) -> Any:
+def _render(node: Node, variables: Mapping[str, Any], spent: Budget) -> Any:
     if isinstance(node, dict):
         return {key: _render(value, variables, spent) for key, value in node.items()}
     if isinstance(node, list):
         return [_render(value, variables, spent) for value in node]
-    generate: Callable[..., Any] | None = getattr(node, "generate", None)
-    if generate is None:
+    if not isinstance(node, Template):
         return node
     # Streamed, so a template that prints a lot stops at the limit instead of after building it all.
     chunks: list[str] = []
-    for chunk in generate(variables):
+    for chunk in node.generate(variables):
         spent.emit(len(chunk))
         chunks.append(chunk)
     return "".join(chunks)
