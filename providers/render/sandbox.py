@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import update_wrapper
 from typing import Any, cast
 
+import orjson
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
@@ -154,8 +155,14 @@ def _size(value: Any, quoted: bool, memo: dict[int, int]) -> int:
     if isinstance(value, str):
         if not quoted:
             return len(value)
-        # repr/JSON double a quote or backslash; a non-printable char becomes an escape of up to 10 chars
-        return 2 * len(value) + 2 if value.isprintable() else 10 * len(value) + 2
+        if value.isprintable():
+            return 2 * len(value) + 2  # repr/JSON double a quote or backslash at most
+        # Line breaks and control chars: measured exactly (in C) rather than guessed at 10x, so a long
+        # multi-line release note prints as what it is.
+        try:
+            return max(len(repr(value)), len(orjson.dumps(value)))
+        except orjson.JSONEncodeError:  # a lone surrogate
+            return 10 * len(value) + 2
     if isinstance(value, Undefined):
         return 12 if quoted else 0
     if value is None or isinstance(value, bool):
@@ -212,8 +219,13 @@ def _printf_size(fmt: str, args: Any) -> int:
         else:
             value = positional[index] if index < len(positional) else ""
             index += 1
-        quoted = spec["conv"] in ("r", "a")
-        total += max(width, 2 * printed_size(value, quoted=quoted) + prec) + 1
+        if isinstance(value, str):
+            size = printed_size(value, quoted=spec["conv"] in ("r", "a"))
+        elif isinstance(value, int | float):
+            size = max(printed_size(value), 330)  # '%f' % 1e308 has 309 digits before the point
+        else:
+            size = 2 * printed_size(value, quoted=True)
+        total += max(width, size + prec) + 1
     return total
 
 
@@ -381,7 +393,10 @@ def _metered(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     def metered(*args: Any, **kwargs: Any) -> Any:
         b = budget()
         if len(args) > at:
-            b.work(_length(args[at]))
+            walked = sum(_length(a) for a in args[at:])  # the value, and a sequence an `in` test walks
+            if name == "sort":
+                walked *= max(walked, 2).bit_length()
+            b.work(walked)
             if predict is not None:
                 args = predict(b, args, kwargs, at)
         result = func(*args, **kwargs)

@@ -234,6 +234,8 @@ class PayloadTemplate:
                 raise TemplateError("template_syntax", f"template syntax error: {exc.message}") from None
             except RefusedConstruct as exc:
                 raise TemplateError("template_syntax", f"template syntax error: {exc}") from None
+            except RecursionError:
+                raise TemplateError("template_syntax", "template syntax error: nested too deeply") from None
         return node
 
     def render(self, variables: Mapping[str, Any], *, limits: RenderLimits | None = None) -> bytes:

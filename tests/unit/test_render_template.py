@@ -359,3 +359,32 @@ def test_valid_templates_render_byte_identically_within_the_limits():
     for sample, digest in RICH_GOLDEN.items():
         body = PayloadTemplate(RICH).render(template_variables(SAMPLES[sample]))
         assert hashlib.sha256(body).hexdigest()[:16] == digest, (sample, body)
+
+
+def test_long_values_within_the_limits_are_not_refused():
+    """Sizes are predicted close to what is built: a 100 KB multi-line release note prints whole as JSON, as a
+    `%s` argument, uppercased, joined, replaced, formatted."""
+    notes = ('Fixes the login crash\n\tand "quotes" \\ too. ' * 2500)[:100_000]
+    message = replace(
+        SAMPLES["release_created"], data={**SAMPLES["release_created"].data, "description": notes}
+    )
+    variables = template_variables(message)
+    for expression, expected in [
+        ("{{ data }}", None),
+        ("{{ '%s!' % description }}", notes + "!"),
+        ("{{ description|upper }}", notes.upper()),
+        ("{{ [description]|join(', ') }}", notes),
+        ("{{ description|replace('crash', 'bug') }}", notes.replace("crash", "bug")),
+        ("{{ '{}|{:>5}'.format(description, 1) }}", notes + "|    1"),
+        ("{{ description ~ '.' }}", notes + "."),
+        ("{% for line in description.splitlines()[:3] %}{{ line|trim }};{% endfor %}", None),
+    ]:
+        rendered = json.loads(_one(expression).render(variables))["a"]
+        assert expected is None or rendered == expected, expression
+    assert json.loads(json.loads(_one("{{ data }}").render(variables))["a"])["description"] == notes
+
+
+def test_a_deeply_nested_expression_is_a_syntax_error():
+    with pytest.raises(TemplateError) as info:
+        _one("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+    assert info.value.code == "template_syntax"
