@@ -23,7 +23,7 @@ import contextlib
 import operator
 import re
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import update_wrapper
@@ -105,6 +105,7 @@ class Budget:
         self.work(cells)
 
     def emit(self, chars: int) -> None:
+        self.step()
         self.output += chars
         if self.output > self.limits.max_output_bytes:
             raise TemplateLimitExceeded(f"rendered output is over {self.limits.max_output_bytes} bytes")
@@ -134,7 +135,7 @@ def printed_size(value: Any, *, quoted: bool = False) -> int:
     """An upper bound of `len(str(value))`, or with `quoted` of its repr / JSON text, without building it.
 
     Containers are walked once each (memoised by identity), so a list holding one big string 5000 times is
-    measured as the 5000 copies it prints as, in 5000 steps rather than by printing it."""
+    measured as the 5000 copies it prints as, in 5000 steps (charged) rather than by printing it."""
     return _size(value, quoted, {})
 
 
@@ -179,9 +180,11 @@ def _size(value: Any, quoted: bool, memo: dict[int, int]) -> int:
             return memo[key]
         memo[key] = 16  # a cycle (only input data could hold one) prints as "[...]"
         if isinstance(value, dict | types.MappingProxyType):
+            budget().step(len(value))
             total = 2 + sum(_size(k, True, memo) + _size(v, True, memo) + 4 for k, v in value.items())
         else:
-            items = cast("Iterable[Any]", value)
+            items = cast("Collection[Any]", value)
+            budget().step(len(items))  # Python code per item, charged before the walk
             total = 16 + sum(_size(item, True, memo) + 2 for item in items)
         memo[key] = total
         return total
@@ -289,7 +292,7 @@ def _call_str_method(b: Budget, text: str, name: str, args: tuple[Any, ...], kwa
         b.build(_replace_size(text, args[0] if args else None, args[1] if len(args) > 1 else None, count))
     elif name == "join" and args and not kwargs:
         items = list(args[0])  # an iterator is consumed here, so the join below gets the materialised list
-        b.work(len(items))
+        b.step(len(items))  # sized in Python, item by item
         b.build(sum(len(i) for i in items if isinstance(i, str)) + n * max(len(items) - 1, 0))
         return text.join(items)
     elif name in _CASE_METHODS:
@@ -341,7 +344,7 @@ def _predict_replace(b: Budget, args: tuple[Any, ...], kwargs: dict[str, Any], a
 
 def _predict_join(b: Budget, args: tuple[Any, ...], kwargs: dict[str, Any], at: int) -> tuple[Any, ...]:
     items = list(args[at])  # materialised once: the real filter then joins this list, not a spent iterator
-    b.work(len(items))
+    b.step(len(items))  # sized in Python, item by item
     separator = str(_arg(args, kwargs, at + 1, "d", ""))
     b.build(sum(printed_size(i) for i in items) + len(separator) * max(len(items) - 1, 0))
     return (*args[:at], items, *args[at + 1 :])
@@ -384,6 +387,13 @@ _PREDICT: dict[str, Callable[[Budget, tuple[Any, ...], dict[str, Any], int], tup
 }
 
 
+#: filters that walk their value in C (the others run Python code per item and cost a step per item)
+_C_SPEED = frozenset(
+    {"length", "count", "first", "last", "join", "list", "reverse", "string", "trim", "upper", "lower"}
+    | {"replace", "truncate", "default", "d", "capitalize", "int", "float", "abs", "round", "tojson"}
+)
+
+
 def _metered(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` (a filter or test) charged for the value it walks, with its output sized first when it grows."""
     pass_arg = getattr(func, "jinja_pass_arg", None)
@@ -394,9 +404,10 @@ def _metered(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         b = budget()
         if len(args) > at:
             walked = sum(_length(a) for a in args[at:])  # the value, and a sequence an `in` test walks
-            if name == "sort":
-                walked *= max(walked, 2).bit_length()
-            b.work(walked)
+            if name in _C_SPEED:
+                b.work(walked)
+            else:  # Python code per item (key functions, tests): a step each, sorting n log n
+                b.step(1 + walked * (max(walked, 2).bit_length() if name == "sort" else 1))
             if predict is not None:
                 args = predict(b, args, kwargs, at)
         result = func(*args, **kwargs)
@@ -569,6 +580,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         b.step()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and isinstance(__obj, types.BuiltinMethodType):
+            # What Context.call would drop: the compiler passes a loop's or block's variables along.
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
             return _call_str_method(b, owner, __obj.__name__, args, kwargs)
         if isinstance(owner, list | tuple | dict | set | frozenset):
             b.work(len(owner))  # count, index, copy, items, ...: a walk of the container
