@@ -152,6 +152,13 @@ def test_the_sandbox_refuses_escapes_and_blowups(expression: str, code: str):
     assert info.value.code == code
 
 
+@pytest.mark.parametrize("name", ["center", "format", "indent", "wordwrap", "batch", "slice", "filesizeformat"])
+def test_growing_filters_outside_the_allow_list_are_refused_when_saved(name: str):
+    with pytest.raises(TemplateError) as info:
+        _one("{{ title|" + name + "(10) }}")
+    assert info.value.code == "template_syntax"
+
+
 def test_unsafe_filters_are_not_available():
     with pytest.raises(TemplateError):
         PayloadTemplate('{"a": "{{ title|center(1000000000) }}"}').render(
