@@ -152,7 +152,9 @@ def test_the_sandbox_refuses_escapes_and_blowups(expression: str, code: str):
     assert info.value.code == code
 
 
-@pytest.mark.parametrize("name", ["center", "format", "indent", "wordwrap", "batch", "slice", "filesizeformat"])
+@pytest.mark.parametrize(
+    "name", ["center", "format", "indent", "wordwrap", "batch", "slice", "filesizeformat"]
+)
 def test_growing_filters_outside_the_allow_list_are_refused_when_saved(name: str):
     with pytest.raises(TemplateError) as info:
         _one("{{ title|" + name + "(10) }}")
