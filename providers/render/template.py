@@ -26,15 +26,8 @@ from jinja2 import Template, TemplateSyntaxError, meta
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.runtime import Undefined
 
-from providers.render.sandbox import (
-    BoundedSandbox,
-    Budget,
-    RefusedConstruct,
-    RenderLimits,
-    TemplateLimitExceeded,
-    check_tree,
-    metered,
-)
+from providers.render.budget import Budget, RenderLimits, TemplateLimitExceeded, metered
+from providers.render.sandbox import BoundedSandbox, RefusedConstruct, check_tree
 from shared.config import get_settings
 from shared.rendering import RenderedMessage
 
@@ -246,7 +239,7 @@ class PayloadTemplate:
                 body = orjson.dumps(_render(self._root, variables, spent))
         except TemplateLimitExceeded as exc:
             raise TemplateError("template_limit", f"template limit: {exc}") from None
-        except (JinjaTemplateError, TypeError, ValueError, ArithmeticError, OverflowError) as exc:
+        except (JinjaTemplateError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise TemplateError(
                 "template_render", f"template failed to render: {type(exc).__name__}: {exc}"[:300]
             ) from None
