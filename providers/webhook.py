@@ -29,7 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from providers._http import classify_status, excerpt
 from providers.base import Provider, Receipt, attempt_deadline, egress_secret_url, secret_values
-from providers.render.template import TemplateError, compile_template, template_variables
+from providers.render.template import (
+    TemplateError,
+    check_template,
+    compile_template,
+    render_off_loop,
+    template_variables,
+)
 from shared.errors import InvalidPayload
 from shared.rendering import RenderedMessage
 
@@ -94,7 +100,7 @@ class WebhookConfig(BaseModel):
     def _template(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                compile_template(value)
+                check_template(value)  # compiled, and rendered once on sample values within the limits
             except TemplateError as exc:
                 raise ValueError(f"{exc.code}: {exc}") from None
         return value
@@ -214,7 +220,12 @@ class WebhookProvider(Provider[WebhookConfig]):
     ) -> Receipt:
         deadline = attempt_deadline(config, deadline)
         try:
-            body = body_for(message, config)
+            # A user template renders on a thread of its own: its work must not stall this shared loop.
+            body = (
+                body_for(message, config)
+                if config.template is None
+                else await render_off_loop(body_for, message, config)
+            )
         except TemplateError as exc:
             raise InvalidPayload(self.name, f"{exc.code}: {exc}") from None
         timestamp_s = int(time.time())

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     republish_max_after_s: float = 600.0  # the longest a sweeper waits before republishing unclaimed work
     inflight_sends_per_process: int = 2000  # sends one worker process holds at once (backpressure beyond)
 
+    # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
+    template_max_output_bytes: int = Field(256 * 1024, ge=1024)
+    template_max_render_steps: int = Field(100_000, ge=1000)
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS

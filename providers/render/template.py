@@ -3,8 +3,11 @@
 How a template can never produce invalid JSON: it is parsed as JSON first (a trailing comma before `]` or `}` is
 forgiven, as seed 003's RingCentral sample has one), and only the string values are Jinja templates. Each renders
 to a Python string that the JSON serialiser escapes, so a value holding quotes, backslashes or newlines stays
-inside its string. Jinja runs in its SandboxedEnvironment (no attribute tricks, no imports) with an allow-list
-of filters and bounded `*`, `**` and `range`, so a template cannot exhaust the worker either.
+inside its string. Jinja runs in a bounded sandbox (providers/render/sandbox.py: no attribute tricks, no imports,
+an allow-list of filters, and every operation sized and counted against `RenderLimits` while it renders), so a
+template cannot exhaust the worker either: a broken limit is the `template_limit` error. A template is also
+rendered once against sample values when it is saved (`check_template`), so what breaks a limit whatever the
+event is refused then. `render_off_loop` runs a render in a small thread pool, never on an event loop.
 
 Variables are the same for every event (`COMMON_VARIABLES`) plus per kind (`KIND_VARIABLES`); seed 003's Devtron
 names (`devtronAppName`, `eventType`, ...) are aliases (`ALIASES`). docs/providers.md lists them all.
@@ -12,24 +15,27 @@ names (`devtronAppName`, `eventType`, ...) are aliases (`ALIASES`). docs/provide
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from jinja2 import TemplateSyntaxError, meta
-from jinja2.exceptions import SecurityError
+from jinja2 import Template, TemplateSyntaxError, meta
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.runtime import Undefined
-from jinja2.sandbox import SandboxedEnvironment
 
+from providers.render.budget import Budget, RenderLimits, TemplateLimitExceeded, metered
+from providers.render.sandbox import BoundedSandbox, RefusedConstruct, check_tree
+from shared.config import get_settings
 from shared.rendering import RenderedMessage
 
+__all__ = ["PayloadTemplate", "RenderLimits", "TemplateError", "check_template", "compile_template"]
+
 MAX_TEMPLATE_CHARS = 32 * 1024
-MAX_RENDERED_BYTES = 256 * 1024
-MAX_REPEAT_CHARS = 10_000
-MAX_RANGE = 1000
-MAX_EXPONENT = 64
+#: renders run at most this many at once per process, on threads of their own (never on an event loop)
+RENDER_THREADS = 2
 
 COMMON_VARIABLES: dict[str, str] = {
     "event_id": "the event's id (UUID)",
@@ -147,35 +153,8 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-def _bounded_range(*args: int) -> range:
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        raise SecurityError(f"range() larger than {MAX_RANGE}")
-    return r
-
-
-class _Sandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError("exponent too large")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_REPEAT_CHARS
-                ):
-                    raise SecurityError("repetition too large")
-        return super().call_binop(context, operator, left, right)
-
-
-def _environment() -> SandboxedEnvironment:
-    env = _Sandbox(autoescape=False, finalize=_finalize, undefined=Undefined, keep_trailing_newline=True)
-    env.filters = {name: env.filters[name] for name in _FILTERS}
-    env.globals = {"range": _bounded_range}
-    return env
+def _environment() -> BoundedSandbox:
+    return BoundedSandbox(finalize=_finalize, filter_names=_FILTERS)
 
 
 _ENV = _environment()
@@ -243,38 +222,109 @@ class PayloadTemplate:
             try:
                 ast = _ENV.parse(node)
                 self.variables |= meta.find_undeclared_variables(ast) - set(_ENV.globals)
-                return _ENV.from_string(ast)  # compiling checks filter names too
+                return _ENV.from_string(check_tree(ast, _ENV))  # compiling checks filter names too
             except TemplateSyntaxError as exc:
                 raise TemplateError("template_syntax", f"template syntax error: {exc.message}") from None
+            except RefusedConstruct as exc:
+                raise TemplateError("template_syntax", f"template syntax error: {exc}") from None
+            except RecursionError:
+                raise TemplateError("template_syntax", "template syntax error: nested too deeply") from None
         return node
 
-    def render(self, variables: Mapping[str, Any]) -> bytes:
+    def render(self, variables: Mapping[str, Any], *, limits: RenderLimits | None = None) -> bytes:
+        """The body for these variables; TemplateError `template_limit` as soon as a limit is broken."""
+        limits = limits or settings_limits()
         try:
-            body = orjson.dumps(_render(self._root, variables))
-        except (JinjaTemplateError, TypeError, ValueError, ArithmeticError, OverflowError) as exc:
+            with metered(limits) as spent:
+                body = orjson.dumps(_render(self._root, variables, spent))
+        except TemplateLimitExceeded as exc:
+            raise TemplateError("template_limit", f"template limit: {exc}") from None
+        except (JinjaTemplateError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise TemplateError(
                 "template_render", f"template failed to render: {type(exc).__name__}: {exc}"[:300]
             ) from None
-        if len(body) > MAX_RENDERED_BYTES:
-            raise TemplateError("template_too_large", f"rendered body is over {MAX_RENDERED_BYTES} bytes")
+        if len(body) > limits.max_output_bytes:  # the stream counted characters; escaping adds bytes
+            raise TemplateError(
+                "template_limit", f"template limit: rendered body is over {limits.max_output_bytes} bytes"
+            )
         return body
 
 
-def _render(node: Node, variables: Mapping[str, Any]) -> Any:
+def _render(node: Node, variables: Mapping[str, Any], spent: Budget) -> Any:
     if isinstance(node, dict):
-        return {key: _render(value, variables) for key, value in node.items()}
+        return {key: _render(value, variables, spent) for key, value in node.items()}
     if isinstance(node, list):
-        return [_render(value, variables) for value in node]
-    render: Callable[..., str] | None = getattr(node, "render", None)
-    if render is not None:
-        return render(variables)
-    return node
+        return [_render(value, variables, spent) for value in node]
+    if not isinstance(node, Template):
+        return node
+    # Streamed, so a template that prints a lot stops at the limit instead of after building it all.
+    chunks: list[str] = []
+    for chunk in node.generate(variables):
+        spent.emit(len(chunk))
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+def settings_limits() -> RenderLimits:
+    """The limits configured for this process (HERALD_TEMPLATE_MAX_OUTPUT_BYTES, ..._MAX_RENDER_STEPS)."""
+    settings = get_settings()
+    return _limits(settings.template_max_output_bytes, settings.template_max_render_steps)
+
+
+@lru_cache(maxsize=8)
+def _limits(max_output_bytes: int, max_render_steps: int) -> RenderLimits:
+    return RenderLimits(max_output_bytes=max_output_bytes, max_render_steps=max_render_steps)
+
+
+_RENDER_POOL = ThreadPoolExecutor(max_workers=RENDER_THREADS, thread_name_prefix="herald-template")
+_T = TypeVar("_T")
+
+
+async def render_off_loop(render: Callable[..., _T], *args: Any) -> _T:
+    """`render(*args)` on the template threads: a render that uses its whole budget (a good fraction of a
+    second) must not stall every other send sharing the caller's event loop. A pool of its own rather than
+    the loop's default executor, which the HTTP client's DNS lookups use."""
+    return await asyncio.get_running_loop().run_in_executor(_RENDER_POOL, render, *args)
 
 
 @lru_cache(maxsize=256)
 def compile_template(source: str) -> PayloadTemplate:
     """Compiled once per distinct template per process (configs are re-read on every delivery batch)."""
     return PayloadTemplate(source)
+
+
+@lru_cache(maxsize=256)
+def check_template(source: str) -> PayloadTemplate:
+    """Compiled and rendered once against sample values: what a template is checked with when it is saved, so
+    one that breaks a limit whatever the event (`'%50000000s' % 1`, nested loops) is refused then (422)."""
+    template = compile_template(source)
+    try:
+        template.render(sample_variables())
+    except TemplateError as exc:
+        # Only a limit: a render error on made-up values (a pipeline field on the release sample) may well
+        # not happen on real events, and shows at send time as `template_render`.
+        if exc.code == "template_limit":
+            raise
+    return template
+
+
+@lru_cache(maxsize=1)
+def sample_variables() -> dict[str, Any]:
+    """Every variable with a short, typical value (the sample a saved template must render within limits)."""
+    values: dict[str, Any] = {name: f"sample {name}" for name in KNOWN_VARIABLES}
+    values.update(
+        {
+            "kind": "release",
+            "event_type": "release.created",
+            "severity": "info",
+            "mandatory": False,
+            "rollout_percent": 50,
+            "previous_rollout_percent": 10,
+            "fields": [{"name": f"Field {n}", "value": f"value {n}"} for n in range(1, 4)],
+        }
+    )
+    values["data"] = {name: value for name, value in values.items() if name in KIND_VARIABLES["release"]}
+    return values
 
 
 def template_variables(message: RenderedMessage) -> dict[str, Any]:

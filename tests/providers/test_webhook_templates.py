@@ -78,13 +78,20 @@ def test_seed_003_slack_payload_as_template(receiver: FakeServer, path: str):
 
 
 def test_a_template_that_fails_at_send_is_invalid_payload(receiver: FakeServer, path: str):
+    # Within the limits on the sample values it is checked with when saved; over them for an error event.
+    template = '{"a": "{{ title * (100000 if severity == \'error\' else 1) }}"}'
+    config = WebhookConfig.model_validate({"url": receiver.url(path), "template": template})
+    with pytest.raises(InvalidPayload) as info:
+        send(config)
+    assert "template_limit" in info.value.detail
+    assert receiver.requests(path) == []
+    # A template that fails on the sample for another reason may well render for real events: saved.
     config = WebhookConfig.model_validate(
-        {"url": receiver.url(path), "template": '{"a": "{{ title * 100000 }}"}'}
+        {"url": receiver.url(path), "template": '{"a": "{{ data.app.upper() }} {{ 1 / 0 }}"}'}
     )
     with pytest.raises(InvalidPayload) as info:
         send(config)
     assert "template_render" in info.value.detail
-    assert receiver.requests(path) == []
 
 
 def _rotated(rotated_at: datetime) -> WebhookConfig:
