@@ -22,6 +22,7 @@ from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
 from api.routes import admin, events, health
+from api.validation import validation_response
 from shared.config import Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
 from shared.db.models import ApiKey
@@ -94,36 +95,6 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-_VALIDATION_CODES = {
-    "extra_forbidden": "unknown_field",
-    "missing": "missing_field",
-    "json_invalid": "malformed_json",
-    "model_attributes_type": "invalid_body",
-    "dict_type": "invalid_body",
-}
-
-
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    where = ".".join(loc) or "body"
-    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
-    message = f"{where}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
-    details = [
-        {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-            "type": e.get("type"),
-            "message": e.get("msg"),
-        }
-        for e in errors[:20]
-    ]
-    body = envelope(error=message, error_code=code) | {"details": details}
-    return JSONResponse(body, status_code=422)
-
-
 def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
     if settings.bootstrap_admin_key is None:
         return
@@ -173,8 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -66,12 +66,13 @@ class ErrorOut(BaseModel):
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
-        400: "bad request",
+        400: "the body is not valid JSON (`malformed_json`; the message names line and column)",
         401: "missing or invalid API key (`unauthorized`)",
         403: "the key lacks the scope (`forbidden`)",
         404: "no such resource (`not_found`)",
         409: "conflicts with the current state",
         413: "request body too large (`body_too_large`)",
+        415: "the body is not declared as JSON (`unsupported_media_type`): send Content-Type: application/json",
         422: "invalid input; `error` names the field",
         502: "the vendor refused or failed the exchange",
         503: "database or queue unavailable; retry later",

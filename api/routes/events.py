@@ -31,7 +31,7 @@ from shared.events import (
 )
 
 router = APIRouter(
-    prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
@@ -123,6 +123,21 @@ async def post_pipeline_event(
         severity=pipeline_severity(body.stage),
         lifecycle_key=pipeline_lifecycle_key(payload),
         op_id=op_id,
+    )
+
+
+INGEST_KINDS = ("release", "pipeline")
+
+
+@router.post("/{kind}", include_in_schema=False)
+def post_unknown_kind(kind: str) -> None:
+    """Without this, `POST /v1/events/deploy` matches `GET /v1/events/{event_id}` and answers 405, which reads as
+    "wrong method" when the kind is what is wrong."""
+    raise ApiError(
+        404,
+        "unknown_event_kind",
+        f"unknown event kind {kind[:64]!r}; post to one of: "
+        + ", ".join(f"/v1/events/{k}" for k in INGEST_KINDS),
     )
 
 

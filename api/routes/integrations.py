@@ -47,7 +47,9 @@ from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
 
 router = APIRouter(
-    prefix="/v1/integrations", tags=["integrations"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/integrations",
+    tags=["integrations"],
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
 )
 
 DeliveryState = Annotated[

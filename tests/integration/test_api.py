@@ -53,12 +53,47 @@ def test_missing_field_and_malformed_json(api, project):
     body = release_event(project)
     del body["version"]
     assert error_of(api.post("/v1/events/release", headers=AUTH, json=body)) == (422, "missing_field")
-    r = api.post(
-        "/v1/events/release", headers={**AUTH, "Content-Type": "application/json"}, content=b'{"type": '
-    )
-    assert error_of(r) == (422, "malformed_json")
     r = api.post("/v1/events/release", headers=AUTH, json=[1, 2])
     assert r.status_code == 422
+
+
+def test_malformed_json_is_400_naming_the_position(api):
+    """Repro (issue 10): a JSON syntax error answered 422 `"error": "39: JSON decode error"`, the character
+    offset shown as if it were a field; the OpenAPI documents 400."""
+    r = api.post(
+        "/v1/events/release",
+        headers={**AUTH, "Content-Type": "application/json"},
+        content=b'{"type": "release.created",\n "project": }',
+    )
+    assert error_of(r) == (400, "malformed_json")
+    assert "line 2, column 13 (char 40)" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"Content-Type": "text/plain"}, "'text/plain' is not supported"),
+        # curl -d without -H: the body is JSON, the header says it is a form
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "'application/x-www-form-urlencoded'"),
+        ({}, "Content-Type is missing"),
+    ],
+)
+def test_body_not_declared_as_json_is_415(api, project, headers, says):
+    """Repro (issues 10, 16): `curl -d '{...}'` got 422 "Input should be a valid dictionary"."""
+    import orjson
+
+    r = api.post(
+        "/v1/events/release", headers={**AUTH, **headers}, content=orjson.dumps(release_event(project))
+    )
+    assert error_of(r) == (415, "unsupported_media_type")
+    assert says in r.json()["error"] and "application/json" in r.json()["error"]
+
+
+def test_unknown_event_kind_is_404_listing_the_kinds(api, project):
+    """Repro (issue 16): `POST /v1/events/deploy` answered 405 Method Not Allowed."""
+    r = api.post("/v1/events/deploy", headers=AUTH, json=release_event(project))
+    assert error_of(r) == (404, "unknown_event_kind")
+    assert "/v1/events/release" in r.json()["error"] and "/v1/events/pipeline" in r.json()["error"]
 
 
 def test_pipeline_stage_must_be_known(api, project):
