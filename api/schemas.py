@@ -18,13 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS
 from shared.events import PIPELINE_TYPES, RELEASE_TYPES
 from shared.routing import EVENT_KINDS, expand_type_pattern
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://\S+$")]
-OpId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+OpId = Annotated[
+    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_CHARS, pattern=r"^[\x21-\x7e]+$")
+]
 
 
 class Strict(BaseModel):

@@ -22,7 +22,7 @@ from api.schemas import (
     ReleaseEventIn,
     error_responses,
 )
-from shared.db.models import Delivery, Event
+from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS, Delivery, Event
 from shared.events import (
     pipeline_lifecycle_key,
     pipeline_severity,
@@ -34,15 +34,19 @@ router = APIRouter(
     prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX_CHARS)]
 
 
 def _op_id(header_key: str | None, body_key: str | None) -> str:
     if header_key is not None and body_key is not None and header_key != body_key:
         raise ApiError(422, "idempotency_key_mismatch", "Idempotency-Key header and op_id differ")
     key = header_key or body_key
-    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
-        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1-128 printable characters")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_CHARS and key.isprintable()):
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable characters",
+        )
     return key or uuid.uuid4().hex
 
 

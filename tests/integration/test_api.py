@@ -236,3 +236,95 @@ def test_nul_character_is_refused_not_a_500(api, project):
         "/v1/events/release", headers=AUTH, json={**release_event(project), "description": "bad\x00byte"}
     )
     assert error_of(r) == (422, "invalid_field")
+
+
+def test_keys_and_lifecycles_at_the_schema_limits_are_stored(api, project):
+    """Repro (issue 10): a 128-char key was stored as `project/key` in a String(200) (229 chars at the limits)
+    and a pipeline's lifecycle key reaches 512 chars in a String(255): valid events were refused with 422
+    "a text field contains a character that cannot be stored"."""
+    long_project = (project + "-" + "p" * 100)[:100]
+    key = "k" * 128
+    release = release_event(long_project, version="v" * 100)
+    first = api.post("/v1/events/release", headers={**AUTH, "Idempotency-Key": key}, json=release)
+    assert first.status_code == 202, first.text
+    again = api.post("/v1/events/release", headers={**AUTH, "Idempotency-Key": key}, json=release)
+    assert again.status_code == 202 and again.json()["data"]["duplicate"] is True
+    assert again.json()["data"]["event_id"] == first.json()["data"]["event_id"]
+    pipeline = {
+        "app": "a" * 100,
+        "project": long_project,
+        "pipeline": "p" * 100,
+        "pipeline_type": "cd",
+        "stage": "trigger",
+        "image_tag": "t" * 200,
+        "op_id": "o" * 128,
+    }
+    r = api.post("/v1/events/pipeline", headers=AUTH, json=pipeline)
+    assert r.status_code == 202, r.text
+
+
+def test_idempotency_keys_of_different_projects_never_collide(api, project):
+    """Repro (issue 10): keys were stored as `project/key`, so project "a" + key "b/x" and project "a/b" + key
+    "x" were the same key: the second event was answered as a duplicate of the first (or a 409)."""
+    first = api.post(
+        "/v1/events/release", headers={**AUTH, "Idempotency-Key": "b/x"}, json=release_event(project)
+    )
+    second = api.post(
+        "/v1/events/release", headers={**AUTH, "Idempotency-Key": "x"}, json=release_event(project + "/b")
+    )
+    assert first.status_code == second.status_code == 202, second.text
+    assert second.json()["data"]["duplicate"] is False
+    assert second.json()["data"]["event_id"] != first.json()["data"]["event_id"]
+
+
+def test_a_lone_surrogate_is_refused_not_a_500(api, project):
+    r = api.post(
+        "/v1/events/release",
+        headers={**AUTH, "Content-Type": "application/json"},
+        content=b'{"type": "release.created", "project": "%s", "environment": "prod", "version": "1", '
+        b'"description": "bad \\ud800 text"}' % project.encode(),
+    )
+    assert error_of(r) == (422, "invalid_field")
+
+
+def test_the_lifecycle_lookup_of_fan_out_uses_an_index(fresh_db):
+    """Repro (issue 10): `event.lifecycle_key` had no index, so fan-out's previous-message lookup scanned the
+    whole event table (69 ms at 200k events, linear in retention)."""
+    engine = create_engine(fresh_db)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO event (id, kind, type, project, environment, severity, payload, idempotency_key,"
+                " request_hash, lifecycle_key, next_fanout_at) SELECT gen_random_uuid(), 'release',"
+                " 'release.created', 'p', 'prod', 'info', '{}', 'k' || n, 'h', 'release:p:' || n, now()"
+                " FROM generate_series(1, 20000) AS n"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO integration (id, name, provider, config_ciphertext, config_key_id)"
+                " VALUES ('7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b', 'i', 'webhook', '\\x00', 'k')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO delivery (id, event_id, integration_id, state, provider_ref, delivered_at)"
+                " SELECT gen_random_uuid(), id, '7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b', 'delivered', 'ref',"
+                " now() FROM event"
+            )
+        )
+        conn.execute(text("ANALYZE event"))
+        conn.execute(text("ANALYZE delivery"))
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                text(
+                    "EXPLAIN SELECT e.lifecycle_key, d.integration_id, d.provider_ref FROM delivery d"
+                    " JOIN event e ON e.id = d.event_id WHERE e.lifecycle_key = ANY(:keys)"
+                    " AND d.state = 'delivered'"
+                ),
+                {"keys": ["release:p:17", "release:p:4242"]},
+            )
+        )
+    engine.dispose()
+    assert "event_lifecycle_key_idx" in plan, plan
