@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -23,7 +24,7 @@ from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
 from api.routes import admin, events, health
 from api.validation import validation_response
-from shared.config import Settings, get_settings
+from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
 from shared.db.models import ApiKey
 from shared.db.session import session_factory
@@ -96,6 +97,8 @@ async def _empty_receive() -> Message:
 
 
 def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
+    if settings.is_production:
+        _revoke_dev_admin_key(app)
     if settings.bootstrap_admin_key is None:
         return
     raw = settings.bootstrap_admin_key.get_secret_value()
@@ -109,6 +112,23 @@ def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
             session.commit()
     except OperationalError:
         log.error("database unreachable at start-up; bootstrap admin key not stored yet")
+
+
+def _revoke_dev_admin_key(app: FastAPI) -> None:
+    """A database that once ran in development may still hold the public development admin key: in production
+    it is revoked, not merely no longer bootstrapped."""
+    try:
+        with app.state.sessions() as session:
+            revoked = session.execute(
+                update(ApiKey)
+                .where(ApiKey.key_hash == hash_api_key(DEV_ADMIN_KEY), ApiKey.revoked_at.is_(None))
+                .values(revoked_at=func.now())
+            ).rowcount
+            session.commit()
+        if revoked:
+            log.warning("revoked the public development admin key found in the database (production)")
+    except OperationalError:
+        log.error("database unreachable at start-up; the development admin key was not checked")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

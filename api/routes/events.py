@@ -148,9 +148,9 @@ def post_unknown_kind(kind: str) -> None:
 @router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
 def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
     event = session.get(Event, event_id)
-    if event is None:
+    # A key bound to another project learns nothing, not even that the event exists: the same 404.
+    if event is None or not principal.may_see_project(event.project):
         raise not_found("event")
-    principal.require_project(event.project)
     deliveries = list(session.scalars(select(Delivery).where(Delivery.event_id == event_id)))
     attempts = attempts_of(session, [d.id for d in deliveries])
     out = EventOut(

@@ -149,6 +149,60 @@ def test_ingest_key_cannot_manage_or_post_for_another_project(api, stack: Stack,
     assert error_of(api.get("/v1/integrations", headers=key)) == (403, "forbidden")
 
 
+def _ingest_key(stack: Stack, project: str) -> dict[str, str]:
+    from shared.crypto import hash_api_key
+
+    raw = "hk_ingest_" + project
+    engine = create_engine(stack.env["HERALD_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO api_key (id, name, key_hash, key_prefix, scopes, project) "
+                "VALUES (gen_random_uuid(), 'ci', :h, 'hk_inges', '{ingest}', :p)"
+            ),
+            {"h": hash_api_key(raw), "p": project},
+        )
+    engine.dispose()
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def test_an_ingest_key_cannot_read_another_projects_event(api, stack: Stack, project):
+    """Repro (issue 10): `GET /v1/events/{id}` with an ingest key of another project answered 403, which tells
+    the key holder that the event exists."""
+    mine, theirs = _ingest_key(stack, project), _ingest_key(stack, project + "-b")
+    event_id = api.post("/v1/events/release", headers=mine, json=release_event(project)).json()["data"][
+        "event_id"
+    ]
+    assert api.get(f"/v1/events/{event_id}", headers=mine).status_code == 200
+    r = api.get(f"/v1/events/{event_id}", headers=theirs)
+    assert error_of(r) == (404, "not_found")
+    assert (
+        r.json()["error"]
+        == api.get("/v1/events/7b0e1f7c-6a59-4c56-9a3b-6d6f0f1e2a3b", headers=theirs).json()["error"]
+    )
+
+
+def test_production_revokes_a_stored_development_admin_key(stack: Stack):
+    """A database that ran in development keeps the public admin key's hash: production must not accept it."""
+    from shared.config import DEV_ADMIN_KEY
+    from shared.crypto import hash_api_key
+
+    engine = create_engine(stack.env["HERALD_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO api_key (id, name, key_hash, key_prefix, scopes) VALUES (gen_random_uuid(), 'dev',"
+                " :h, 'hk_local', '{admin}') ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL"
+            ),
+            {"h": hash_api_key(DEV_ADMIN_KEY)},
+        )
+    engine.dispose()
+    dev = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
+    with stack.client(env="production") as client:
+        assert error_of(client.get("/v1/integrations", headers=dev)) == (401, "unauthorized")
+        assert client.get("/v1/integrations", headers=AUTH).status_code == 200
+
+
 def test_postgresql_down_is_503_and_nothing_acknowledged(stack: Stack, project):
     dead_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/herald"
     with stack.client(database_url=dead_db) as client:
