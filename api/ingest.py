@@ -25,6 +25,7 @@ from api.deps import MAX_KEY_CHARS, Principal, _presented_key, key_cache
 from api.errors import ApiError, database_unavailable, envelope, unauthorized
 from shared.config import Settings
 from shared.crypto import hash_api_key
+from shared.db.session import connection_options
 
 _INSERT_SQL = """
 INSERT INTO event (id, kind, type, project, environment, severity, payload, idempotency_key, request_hash,
@@ -61,7 +62,11 @@ class EventStore:
                 libpq_url(self._settings.database_url),
                 min_size=2,
                 max_size=self._settings.database_pool_size,
-                kwargs={"autocommit": True, "connect_timeout": 3},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": 3,
+                    "options": connection_options(self._settings),
+                },
                 timeout=5,
                 open=False,
             )

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/herald"
     # Connections kept per process (as many again may open under bursts); at least worker_concurrency.
     database_pool_size: int = 20
+    # apidata (issue 10): bounds on every statement of the API's and workers' connections, so a stalled (not
+    # down) PostgreSQL or a held lock answers 503 `database_unavailable` instead of hanging requests.
+    database_statement_timeout_s: float = Field(15.0, gt=0)
+    database_lock_timeout_s: float = Field(5.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "herald"
 

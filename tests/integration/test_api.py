@@ -214,6 +214,36 @@ def test_postgresql_down_is_503_and_nothing_acknowledged(stack: Stack, project):
         assert ready.json()["data"]["checks"]["postgresql"].startswith("unreachable")
 
 
+def test_a_stalled_postgresql_is_503_not_a_hang(own_stack: Stack, project):
+    """Repro (issue 10): no statement_timeout/lock_timeout, so a stalled PostgreSQL (here: a lock held on the
+    event table by another session) hung ingest and reads until the lock went away."""
+    import threading
+
+    engine = create_engine(own_stack.env["HERALD_DATABASE_URL"])
+    answers: dict[str, tuple[int, str]] = {}
+    with own_stack.client(database_lock_timeout_s=0.5, database_statement_timeout_s=2) as client:
+        event_id = client.post("/v1/events/release", headers=AUTH, json=release_event(project)).json()[
+            "data"
+        ]["event_id"]
+
+        def ask() -> None:
+            answers["ingest"] = error_of(
+                client.post("/v1/events/release", headers=AUTH, json=release_event(project))
+            )
+            answers["read"] = error_of(client.get(f"/v1/events/{event_id}", headers=AUTH))
+
+        with engine.connect() as holder:
+            holder.execute(text("LOCK TABLE event IN ACCESS EXCLUSIVE MODE"))
+            asker = threading.Thread(target=ask)
+            asker.start()
+            # Generous: only a hang (a wait for the lock holder, who waits for the answers) exceeds it.
+            asker.join(60)
+            holder.rollback()
+        asker.join(60)
+    engine.dispose()
+    assert answers == {"ingest": (503, "database_unavailable"), "read": (503, "database_unavailable")}
+
+
 def test_readyz_and_healthz(api):
     assert api.get("/healthz").json()["data"] == {"status": "ok"}
     r = api.get("/readyz")
