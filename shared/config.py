@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = None
 
     max_body_bytes: int = 64 * 1024
+    # apidata (issue 10): fan-out ids an API process holds for publishing while Redis is slow; beyond this the
+    # ids are dropped (counted) and the sweeper fans those events out from PostgreSQL after fanout_grace_s.
+    fanout_buffer_max_ids: int = Field(10_000, ge=1)
 
     # Retry schedule (workers/retry.py): first attempt, then max_retries retries after base, base*factor, ...
     retry_base_delay_s: float = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 
@@ -412,3 +413,41 @@ def test_the_lifecycle_lookup_of_fan_out_uses_an_index(fresh_db):
         )
     engine.dispose()
     assert "event_lifecycle_key_idx" in plan, plan
+
+
+def test_the_fanout_publish_buffer_is_bounded_while_redis_hangs(own_stack: Stack):
+    """Repro (issue 10): the API's pending-publish buffer was an unbounded queue; with Redis accepting
+    connections but not answering, every request added an id that waited behind the stuck publisher."""
+    import threading
+
+    from api.enqueue import Enqueuer
+
+    hangs = socket.socket()
+    hangs.bind(("127.0.0.1", 0))
+    hangs.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accept and never answer: a Redis that is up but stalled
+        hangs.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(hangs.accept()[0])
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = hangs.getsockname()[1]
+    enqueuer = Enqueuer(own_stack.settings(redis_url=f"redis://127.0.0.1:{port}/0", fanout_buffer_max_ids=50))
+    try:
+        for n in range(1000):
+            enqueuer.fanout(f"event-{n}")
+        # The publisher holds at most one batch (500) while it waits on Redis; the buffer at most 50.
+        assert enqueuer.pending_ids() <= 50
+        assert enqueuer.dropped_ids >= 1000 - 500 - 50
+    finally:
+        enqueuer.close()
+        stop.set()
+        acceptor.join(5)
+        for conn in accepted:
+            conn.close()
+        hangs.close()
