@@ -230,7 +230,7 @@ class IntegrationOut(BaseModel):
 
 
 class IntegrationSaved(IntegrationOut):
-    #: dead letters re-queued because the credentials changed (seed 001), or queued as a background job
+    #: dead letters re-queued because the config was saved (seed 001), or queued as a background job
     redriven: int = 0
     redrive_job_id: uuid.UUID | None = None
 

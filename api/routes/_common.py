@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.schemas import BulkResult, IntegrationOut
 from providers import registry
-from providers.base import mask_config, plain_config, secret_values
+from providers.base import mask_config, plain_config
 from shared import deadletters
 from shared.crypto import DecryptError, KeyRing
 from shared.db.models import BulkJob, Integration
@@ -96,10 +96,6 @@ def _merge(new: Any, masked: Any, plain: Any) -> Any:
     if masked != plain and new == masked:
         return plain
     return new
-
-
-def secrets_changed(old: BaseModel, new: BaseModel) -> bool:
-    return sorted(secret_values(old)) != sorted(secret_values(new))
 
 
 def encode_cursor(ts: datetime, row_id: uuid.UUID) -> str:

@@ -1,7 +1,8 @@
 """Integrations: create, list, get, update (PATCH/PUT), delete, the Test button and Recent deliveries.
 
-Configs are validated by the provider's schema, encrypted at rest, masked on every read. Updating the secret
-fields of an integration redrives its dead letters (seed 001: re-saving fresh credentials drains them).
+Configs are validated by the provider's schema, encrypted at rest, masked on every read. Any save of an
+integration's config redrives its dead letters (seed 001: re-saving drains them) and says how many. Moving a
+destination (URL, host, API base) while keeping stored secrets is refused (api/secret_destinations.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from api.routes._common import (
     merge_config,
     publish_deliveries,
     run_bulk,
-    secrets_changed,
     stored_config,
     validated_config,
 )
@@ -39,6 +39,7 @@ from api.schemas import (
     TestSent,
     error_responses,
 )
+from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deadletters
@@ -124,13 +125,12 @@ def _save(
     partial: bool,
 ) -> dict[str, Any]:
     keyring: KeyRing = request.app.state.keyring
-    rotate = False
     if new_config is not None:
         old = stored_config(keyring, row)
         config = validated_config(row.provider, merge_config(old, new_config, partial=partial))
+        check_secret_destinations(old, config, new_config)
         # The provider may carry state over (the webhook keeps a rotated signing secret for an overlap).
         config = registry.provider_class(row.provider).on_config_update(old, config)
-        rotate = secrets_changed(old, config)
         row.config_ciphertext = encrypt_config(keyring, row.id, plain_config(config))
         row.config_key_id = keyring.primary_kid
     if "project" in fields and fields["project"] is not None:
@@ -151,8 +151,9 @@ def _save(
     session.commit()
     session.refresh(row)
     out = IntegrationSaved(**integration_out(keyring, row))
-    if rotate:
-        # Fresh credentials: the dead letters that failed with the old ones get another chance (seed 001).
+    if new_config is not None:
+        # Any save of the config drains its dead letters, fresh credentials or not (seed 001: re-saving the
+        # integration is how a user says "try again"); the answer says how many.
         result = run_bulk(request, session, "redrive", deadletters.DeadLetterFilter(integration_id=row.id))
         out.redriven = result.processed
         out.redrive_job_id = result.job_id
