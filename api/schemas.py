@@ -214,6 +214,20 @@ class IntegrationPatch(Input):
     retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
+#: the window `recent_outcomes` counts over
+RECENT_OUTCOMES_WINDOW_S = 86400
+
+
+class RecentOutcomes(BaseModel):
+    """What became of the deliveries created in the last `window_s` seconds, by their state now: an
+    integration whose every delivery dies shows it here, even while its `failing` flag is clear."""
+
+    window_s: int = RECENT_OUTCOMES_WINDOW_S
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+
+
 class IntegrationOut(BaseModel):
     id: uuid.UUID
     name: str
@@ -227,6 +241,7 @@ class IntegrationOut(BaseModel):
     retry_base_delay_s: float | None
     created_at: datetime
     updated_at: datetime
+    recent_outcomes: RecentOutcomes
 
 
 class IntegrationSaved(IntegrationOut):
@@ -350,6 +365,8 @@ class DeadLetterOut(BaseModel):
     reason: str | None
     last_error_class: str | None
     last_error_detail: str | None
+    #: null: a dead or skipped delivery has no next attempt until it is redriven
+    next_attempt_at: datetime | None = None
     attempt_count: int
     created_at: datetime
     updated_at: datetime

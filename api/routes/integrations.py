@@ -21,7 +21,7 @@ from api.routes._common import (
     MAX_PAGE,
     decode_cursor,
     encode_cursor,
-    integration_out,
+    integration_outs,
     merge_config,
     publish_deliveries,
     run_bulk,
@@ -86,7 +86,8 @@ def create_integration(body: IntegrationIn, request: Request, session: DbSession
     session.add(row)
     session.commit()
     session.refresh(row)
-    return envelope(integration_out(keyring, row))
+    [out] = integration_outs(session, keyring, [row])
+    return envelope(out)
 
 
 @router.get("", response_model=Envelope[list[IntegrationOut]])
@@ -105,14 +106,15 @@ def list_integrations(
         stmt = stmt.where(Integration.project == project)
     if enabled is not None:
         stmt = stmt.where(Integration.enabled.is_(enabled))
-    return envelope([integration_out(request.app.state.keyring, r) for r in session.scalars(stmt)])
+    return envelope(integration_outs(session, request.app.state.keyring, list(session.scalars(stmt))))
 
 
 @router.get("/{integration_id}", response_model=Envelope[IntegrationOut], responses=error_responses(404))
 def get_integration(
     integration_id: uuid.UUID, request: Request, session: DbSession, _: Reader
 ) -> dict[str, Any]:
-    return envelope(integration_out(request.app.state.keyring, _get(session, integration_id)))
+    [out] = integration_outs(session, request.app.state.keyring, [_get(session, integration_id)])
+    return envelope(out)
 
 
 def _save(
@@ -150,7 +152,7 @@ def _save(
     row.updated_at = datetime.now(UTC)
     session.commit()
     session.refresh(row)
-    out = IntegrationSaved(**integration_out(keyring, row))
+    out = IntegrationSaved(**integration_outs(session, keyring, [row])[0])
     if new_config is not None:
         # Any save of the config drains its dead letters, fresh credentials or not (seed 001: re-saving the
         # integration is how a user says "try again"); the answer says how many.

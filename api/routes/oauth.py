@@ -37,7 +37,7 @@ from sqlalchemy import delete, func
 
 from api.deps import Admin, DbSession
 from api.errors import ApiError, envelope
-from api.routes._common import integration_out
+from api.routes._common import integration_outs
 from api.schemas import Envelope, IntegrationOut, error_responses
 from providers import registry
 from providers.base import plain_config
@@ -286,4 +286,5 @@ def callback(
         session.add(Route(integration_id=integration_id, project=started.project))
     session.commit()
     session.refresh(row)
-    return envelope(integration_out(keyring, row))
+    [out] = integration_outs(session, keyring, [row])
+    return envelope(out)

@@ -205,6 +205,11 @@ def test_resaving_the_config_drains_the_dead_letters(api, receiver: FakeServer, 
     assert {d["state"] for d in dead} == {"dead"}
     shown = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]
     assert shown["failing"] is True and shown["enabled"] is True  # seed 001: stays enabled, flagged
+    # Interface 3: the outcomes beside the flag, and the cause on each dead letter.
+    assert shown["recent_outcomes"] == {"window_s": 86400, "delivered": 0, "retrying": 0, "dead": 2}
+    letters = api.get("/v1/dead-letters", headers=AUTH, params={"integration_id": integration_id}).json()
+    for letter in letters["data"]["items"]:
+        assert letter["next_attempt_at"] is None and letter["last_error_class"] == "auth_failed"
 
     # Re-saving the same (masked) config: the credentials were fixed at the vendor's end; try again.
     r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"config": shown["config"]})
@@ -219,7 +224,9 @@ def test_resaving_the_config_drains_the_dead_letters(api, receiver: FakeServer, 
             (1, 0, "delivered"),
             (1, 1, "dead"),
         ]
-    assert api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]["failing"] is False
+    after = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]
+    assert after["failing"] is False
+    assert after["recent_outcomes"] == {"window_s": 86400, "delivered": 2, "retrying": 0, "dead": 0}
     # A save that does not touch the config (a rename) redrives nothing.
     r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"name": "renamed"})
     assert r.json()["data"]["redriven"] == 0
