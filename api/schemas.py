@@ -179,6 +179,24 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
+class RouteVerdictOut(BaseModel):
+    route_id: uuid.UUID
+    integration_id: uuid.UUID
+    integration_name: str
+    #: why this route does not lead the event to its integration (routes as they are now); null if it does
+    reason: str | None
+
+
+class NoDeliveriesOut(BaseModel):
+    """Why an event has no deliveries (shown only then)."""
+
+    #: `not_fanned_out` (the workers have not planned it yet), `no_routes`, `no_route_matches`,
+    #: `integration_disabled`, or `routes_changed` (a route matches now that did not at fan-out)
+    code: Literal["not_fanned_out", "no_routes", "no_route_matches", "integration_disabled", "routes_changed"]
+    message: str
+    routes: list[RouteVerdictOut]
+
+
 class EventOut(BaseModel):
     id: uuid.UUID
     kind: str
@@ -190,6 +208,8 @@ class EventOut(BaseModel):
     created_at: datetime
     fanned_out_at: datetime | None
     deliveries: list[DeliveryOut]
+    #: set only when `deliveries` is empty: why (the same rules as POST /v1/routes/explain)
+    no_deliveries: NoDeliveriesOut | None = None
 
 
 class IntegrationIn(Strict):

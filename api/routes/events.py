@@ -8,18 +8,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import Authenticated, DbSession, Principal
 from api.errors import ApiError, envelope, not_found
 from api.ingest import EventStore, accepted_response
+from api.route_verdicts import load_routes, route_verdicts
 from api.routes.deliveries import attempts_of, delivery_fields
 from api.schemas import (
     DeliveryOut,
     Envelope,
     EventAccepted,
     EventOut,
+    NoDeliveriesOut,
     PipelineEventIn,
     ReleaseEventIn,
+    RouteVerdictOut,
     error_responses,
 )
 from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS, Delivery, Event
@@ -145,6 +149,48 @@ def post_unknown_kind(kind: str) -> None:
     )
 
 
+def _why_no_deliveries(session: Session, event: Event) -> NoDeliveriesOut:
+    routes, integrations = load_routes(session)
+    verdicts = route_verdicts(event.facts(), routes, integrations)
+    shown = [
+        RouteVerdictOut(
+            route_id=v.route.id,
+            integration_id=v.integration.id,
+            integration_name=v.integration.name,
+            reason=v.reason or ("integration is disabled" if not v.integration.enabled else None),
+        )
+        for v in verdicts
+    ]
+    if event.fanned_out_at is None:
+        return NoDeliveriesOut(
+            code="not_fanned_out",
+            message="not fanned out yet: the workers have not planned its deliveries (the sweeper retries)",
+            routes=shown,
+        )
+    if not routes:
+        return NoDeliveriesOut(
+            code="no_routes", message="no route exists; add one with POST /v1/routes", routes=shown
+        )
+    matched = [v for v in verdicts if v.would_deliver is not None]
+    if not matched:
+        reasons = "; ".join(f"{v.integration.name}: {v.reason}" for v in verdicts[:5])
+        return NoDeliveriesOut(
+            code="no_route_matches", message=f"no route matches this event ({reasons})", routes=shown
+        )
+    if all(v.would_deliver == "skipped" for v in matched):
+        names = ", ".join(v.integration.name for v in matched)
+        return NoDeliveriesOut(
+            code="integration_disabled",
+            message=f"the matching integrations are disabled ({names}); enable them and redrive skipped",
+            routes=shown,
+        )
+    return NoDeliveriesOut(
+        code="routes_changed",
+        message="a route matches now that did not when the event was fanned out (routes changed since)",
+        routes=shown,
+    )
+
+
 @router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
 def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
     event = session.get(Event, event_id)
@@ -164,5 +210,6 @@ def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated)
         created_at=event.created_at,
         fanned_out_at=event.fanned_out_at,
         deliveries=[DeliveryOut(**delivery_fields(d, attempts)) for d in deliveries],
+        no_deliveries=None if deliveries else _why_no_deliveries(session, event),
     )
     return envelope(out.model_dump(mode="json"))

@@ -451,3 +451,41 @@ def test_the_fanout_publish_buffer_is_bounded_while_redis_hangs(own_stack: Stack
         for conn in accepted:
             conn.close()
         hangs.close()
+
+
+def test_an_event_without_deliveries_says_why(own_stack: Stack, receiver, project):
+    """Repro (issue 16): an event that matched no route showed `deliveries: []` and nothing else."""
+    from tests.integration.stack import create_webhook, post_release, wait_until
+
+    with own_stack.client() as client:
+
+        def shown(event_id: str) -> dict:
+            r = client.get(f"/v1/events/{event_id}", headers=AUTH)
+            assert r.status_code == 200, r.text
+            return r.json()["data"]
+
+        early = post_release(client, project)
+        assert shown(early)["no_deliveries"]["code"] == "not_fanned_out"  # no worker yet
+        own_stack.start_worker(concurrency=2)
+        wait_until(lambda: shown(early)["fanned_out_at"] is not None, 30, "never fanned out")
+        assert shown(early)["no_deliveries"]["code"] == "no_routes"
+
+        integration_id = create_webhook(client, receiver.url("/why"), project=project)
+        client.put(
+            f"/v1/routes/{client.get('/v1/routes', headers=AUTH).json()['data'][0]['id']}",
+            headers=AUTH,
+            json={"integration_id": integration_id, "project": project, "environments": ["staging"]},
+        ).raise_for_status()
+        filtered = post_release(client, project, environment="production")
+        wait_until(lambda: shown(filtered)["fanned_out_at"] is not None, 30, "never fanned out")
+        data = shown(filtered)
+        assert data["deliveries"] == []
+        why = data["no_deliveries"]
+        assert why["code"] == "no_route_matches"
+        assert "environment 'production' not in ['staging']" in why["message"]
+        assert [(r["integration_id"], r["reason"]) for r in why["routes"]] == [
+            (integration_id, "environment 'production' not in ['staging']")
+        ]
+        delivered = post_release(client, project, environment="staging", version="1.4.3")
+        wait_until(lambda: shown(delivered)["deliveries"] != [], 30, "no delivery")
+        assert shown(delivered)["no_deliveries"] is None
