@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import docs, openapi
 from api import metrics as metrics_routes
 from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
@@ -148,6 +149,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Queue-backed delivery of release, CI/CD and incident notifications.",
         lifespan=lifespan,
+        # served from the installed package by api/docs.py, not from a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
@@ -187,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(envelope(error="internal error", error_code="internal_error"), status_code=500)
 
+    openapi.install(app)
+    docs.install(app)
     app.state.state_gauges = StateGauges(settings)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
