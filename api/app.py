@@ -10,19 +10,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import docs, openapi
 from api import metrics as metrics_routes
 from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
 from api.routes import admin, events, health
-from shared.config import Settings, get_settings
+from api.validation import validation_response
+from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
 from shared.db.models import ApiKey
 from shared.db.session import session_factory
@@ -94,37 +97,9 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-_VALIDATION_CODES = {
-    "extra_forbidden": "unknown_field",
-    "missing": "missing_field",
-    "json_invalid": "malformed_json",
-    "model_attributes_type": "invalid_body",
-    "dict_type": "invalid_body",
-}
-
-
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    where = ".".join(loc) or "body"
-    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
-    message = f"{where}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
-    details = [
-        {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-            "type": e.get("type"),
-            "message": e.get("msg"),
-        }
-        for e in errors[:20]
-    ]
-    body = envelope(error=message, error_code=code) | {"details": details}
-    return JSONResponse(body, status_code=422)
-
-
 def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
+    if settings.is_production:
+        _revoke_dev_admin_key(app)
     if settings.bootstrap_admin_key is None:
         return
     raw = settings.bootstrap_admin_key.get_secret_value()
@@ -138,6 +113,23 @@ def _bootstrap_admin_key(app: FastAPI, settings: Settings) -> None:
             session.commit()
     except OperationalError:
         log.error("database unreachable at start-up; bootstrap admin key not stored yet")
+
+
+def _revoke_dev_admin_key(app: FastAPI) -> None:
+    """A database that once ran in development may still hold the public development admin key: in production
+    it is revoked, not merely no longer bootstrapped."""
+    try:
+        with app.state.sessions() as session:
+            revoked = session.execute(
+                update(ApiKey)
+                .where(ApiKey.key_hash == hash_api_key(DEV_ADMIN_KEY), ApiKey.revoked_at.is_(None))
+                .values(revoked_at=func.now())
+            ).rowcount
+            session.commit()
+        if revoked:
+            log.warning("revoked the public development admin key found in the database (production)")
+    except OperationalError:
+        log.error("database unreachable at start-up; the development admin key was not checked")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -157,6 +149,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Queue-backed delivery of release, CI/CD and incident notifications.",
         lifespan=lifespan,
+        # served from the installed package by api/docs.py, not from a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
@@ -173,8 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -196,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.error("unhandled error", exc_info=exc)
         return JSONResponse(envelope(error="internal error", error_code="internal_error"), status_code=500)
 
+    openapi.install(app)
+    docs.install(app)
     app.state.state_gauges = StateGauges(settings)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)

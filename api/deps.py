@@ -35,8 +35,11 @@ class Principal:
         if "admin" not in self.scopes and scope not in self.scopes:
             raise forbidden(f"this key lacks the {scope!r} scope")
 
+    def may_see_project(self, project: str) -> bool:
+        return self.project is None or self.project == project or "admin" in self.scopes
+
     def require_project(self, project: str) -> None:
-        if self.project is not None and self.project != project and "admin" not in self.scopes:
+        if not self.may_see_project(project):
             raise forbidden(f"this key is bound to project {self.project!r}")
 
 

@@ -10,10 +10,15 @@ thread publishes ONE `fanout` message for every id that arrived within `FANOUT_L
 deliveries in large concurrent batches, instead of paying a Celery message, a task and several round trips per
 event (bench/run.py measures the difference). An API process that dies before publishing loses only Redis
 messages: its events are in PostgreSQL and the sweeper fans them out after `fanout_grace_s`.
+
+The buffer between requests and the publisher thread is bounded (`fanout_buffer_max_ids`): while Redis is slow
+the publisher falls behind, and an unbounded buffer would grow with every request until the process runs out
+of memory. Beyond the bound an id is dropped (and counted): its event is committed, so the sweeper publishes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -23,6 +28,7 @@ from typing import Any
 from celery import Celery
 
 from shared.config import Settings
+from shared.metrics import FANOUT_PUBLISH_DROPPED
 from shared.tasknames import TASK_FANOUT
 
 log = logging.getLogger(__name__)
@@ -47,13 +53,26 @@ class Enqueuer:
         self._queue = settings.queue_name
         self._skip_until = 0.0
         self._lock = threading.Lock()
-        self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._pending: queue.Queue[str | None] = queue.Queue(maxsize=settings.fanout_buffer_max_ids)
+        self.dropped_ids = 0
         self._publisher = threading.Thread(target=self._publish_loop, name="fanout-publisher", daemon=True)
         self._publisher.start()
 
     def fanout(self, event_id: str) -> None:
-        """Queue a fan-out for publishing; never blocks on Redis."""
-        self._pending.put(event_id)
+        """Queue a fan-out for publishing; never blocks, on Redis or on a full buffer."""
+        try:
+            self._pending.put_nowait(event_id)
+        except queue.Full:
+            with self._lock:
+                self.dropped_ids += 1
+                first = self.dropped_ids == 1
+            FANOUT_PUBLISH_DROPPED.inc()
+            if first:
+                log.warning("fan-out publish buffer full (Redis slow?); the sweeper fans out the rest")
+
+    def pending_ids(self) -> int:
+        """Ids waiting for the publisher thread (at most `fanout_buffer_max_ids`)."""
+        return self._pending.qsize()
 
     def send(self, task_name: str, args: list[Any]) -> bool:
         """Publish one task by name on the main queue; False (logged) if Redis did not take it."""
@@ -92,6 +111,8 @@ class Enqueuer:
 
     def close(self) -> None:
         """Publish what is queued, then stop the publisher."""
-        self._pending.put(None)
+        # If the publisher is stuck on Redis the buffer may stay full: what it holds is in PostgreSQL anyway.
+        with contextlib.suppress(queue.Full):
+            self._pending.put(None, timeout=5)
         self._publisher.join(timeout=5)
         self._app.close()

@@ -25,16 +25,17 @@ from api.deps import MAX_KEY_CHARS, Principal, _presented_key, key_cache
 from api.errors import ApiError, database_unavailable, envelope, unauthorized
 from shared.config import Settings
 from shared.crypto import hash_api_key
+from shared.db.session import connection_options
 
 _INSERT_SQL = """
 INSERT INTO event (id, kind, type, project, environment, severity, payload, idempotency_key, request_hash,
                    lifecycle_key, created_at, next_fanout_at)
 VALUES (%(id)s, %(kind)s, %(type)s, %(project)s, %(environment)s, %(severity)s, %(payload)s, %(key)s,
         %(hash)s, %(lifecycle_key)s, now(), now() + make_interval(secs => %(grace_s)s))
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (project, idempotency_key) DO NOTHING
 RETURNING id
 """
-_EXISTING_SQL = "SELECT id, request_hash FROM event WHERE idempotency_key = %(key)s"
+_EXISTING_SQL = "SELECT id, request_hash FROM event WHERE project = %(project)s AND idempotency_key = %(key)s"
 _KEY_SQL = "SELECT id, name, scopes, project FROM api_key WHERE key_hash = %(hash)s AND revoked_at IS NULL"
 
 
@@ -61,7 +62,11 @@ class EventStore:
                 libpq_url(self._settings.database_url),
                 min_size=2,
                 max_size=self._settings.database_pool_size,
-                kwargs={"autocommit": True, "connect_timeout": 3},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": 3,
+                    "options": connection_options(self._settings),
+                },
                 timeout=5,
                 open=False,
             )
@@ -99,8 +104,10 @@ class EventStore:
                 return await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise database_unavailable() from exc
-        except psycopg.DataError as exc:
-            # Text PostgreSQL cannot store (a NUL character): the client's input, not our outage.
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            if not _is_encoding_error(exc):
+                raise  # e.g. a value too long for its column: our bug, answered 500 and logged
+            # Text PostgreSQL cannot store (a NUL character, a lone surrogate): the client's input, not an outage.
             raise ApiError(
                 422, "invalid_field", "a text field contains a character that cannot be stored"
             ) from exc
@@ -117,8 +124,6 @@ class EventStore:
     ) -> tuple[uuid.UUID, bool]:
         """Insert the event; (event id, whether it was a replay of an earlier request with the same key)."""
         request_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        # Keys are namespaced by project, so two tenants choosing the same key do not collide.
-        stored_key = f"{payload['project']}/{op_id}"
         row = await self._fetchone(
             _INSERT_SQL,
             {
@@ -129,7 +134,8 @@ class EventStore:
                 "environment": payload.get("environment"),
                 "severity": severity,
                 "payload": Jsonb(payload, dumps=_dumps),
-                "key": stored_key,
+                # Unique per (project, key): two tenants choosing the same key do not collide.
+                "key": op_id,
                 "hash": request_hash,
                 "lifecycle_key": lifecycle_key,
                 "grace_s": self._settings.fanout_grace_s,
@@ -137,7 +143,7 @@ class EventStore:
         )
         if row is not None:
             return row[0], False
-        existing = await self._fetchone(_EXISTING_SQL, {"key": stored_key})
+        existing = await self._fetchone(_EXISTING_SQL, {"project": payload["project"], "key": op_id})
         if existing is None:  # deleted between the two statements: treat as new, the client retries
             raise ApiError(409, "idempotency_conflict", "the event for this idempotency key was just removed")
         if existing[1] != request_hash:
@@ -145,6 +151,18 @@ class EventStore:
                 409, "idempotency_conflict", "this idempotency key was used with a different event"
             )
         return existing[0], True
+
+
+# untranslatable_character (`\u0000` in JSONB), character_not_in_repertoire (invalid UTF-8)
+_ENCODING_SQLSTATES = frozenset({"22P05", "22021"})
+
+
+def _is_encoding_error(exc: Exception) -> bool:
+    if isinstance(exc, UnicodeEncodeError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    # psycopg refuses a NUL in a text parameter itself, before PostgreSQL sees it: no SQLSTATE then.
+    return sqlstate in _ENCODING_SQLSTATES or (sqlstate is None and "NUL" in str(exc))
 
 
 def _dumps(value: Any) -> str:

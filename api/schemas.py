@@ -18,13 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS
 from shared.events import PIPELINE_TYPES, RELEASE_TYPES
 from shared.routing import EVENT_KINDS, expand_type_pattern
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Url = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://\S+$")]
-OpId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+OpId = Annotated[
+    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_CHARS, pattern=r"^[\x21-\x7e]+$")
+]
 
 
 class Strict(BaseModel):
@@ -66,12 +69,13 @@ class ErrorOut(BaseModel):
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
-        400: "bad request",
+        400: "the body is not valid JSON (`malformed_json`; the message names line and column)",
         401: "missing or invalid API key (`unauthorized`)",
         403: "the key lacks the scope (`forbidden`)",
         404: "no such resource (`not_found`)",
         409: "conflicts with the current state",
         413: "request body too large (`body_too_large`)",
+        415: "the body is not declared as JSON (`unsupported_media_type`): send Content-Type: application/json",
         422: "invalid input; `error` names the field",
         502: "the vendor refused or failed the exchange",
         503: "database or queue unavailable; retry later",
@@ -175,6 +179,24 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
+class RouteVerdictOut(BaseModel):
+    route_id: uuid.UUID
+    integration_id: uuid.UUID
+    integration_name: str
+    #: why this route does not lead the event to its integration (routes as they are now); null if it does
+    reason: str | None
+
+
+class NoDeliveriesOut(BaseModel):
+    """Why an event has no deliveries (shown only then)."""
+
+    #: `not_fanned_out` (the workers have not planned it yet), `no_routes`, `no_route_matches`,
+    #: `integration_disabled`, or `routes_changed` (a route matches now that did not at fan-out)
+    code: Literal["not_fanned_out", "no_routes", "no_route_matches", "integration_disabled", "routes_changed"]
+    message: str
+    routes: list[RouteVerdictOut]
+
+
 class EventOut(BaseModel):
     id: uuid.UUID
     kind: str
@@ -186,6 +208,8 @@ class EventOut(BaseModel):
     created_at: datetime
     fanned_out_at: datetime | None
     deliveries: list[DeliveryOut]
+    #: set only when `deliveries` is empty: why (the same rules as POST /v1/routes/explain)
+    no_deliveries: NoDeliveriesOut | None = None
 
 
 class IntegrationIn(Strict):
@@ -210,6 +234,20 @@ class IntegrationPatch(Input):
     retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
+#: the window `recent_outcomes` counts over
+RECENT_OUTCOMES_WINDOW_S = 86400
+
+
+class RecentOutcomes(BaseModel):
+    """What became of the deliveries created in the last `window_s` seconds, by their state now: an
+    integration whose every delivery dies shows it here, even while its `failing` flag is clear."""
+
+    window_s: int = RECENT_OUTCOMES_WINDOW_S
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+
+
 class IntegrationOut(BaseModel):
     id: uuid.UUID
     name: str
@@ -223,10 +261,11 @@ class IntegrationOut(BaseModel):
     retry_base_delay_s: float | None
     created_at: datetime
     updated_at: datetime
+    recent_outcomes: RecentOutcomes
 
 
 class IntegrationSaved(IntegrationOut):
-    #: dead letters re-queued because the credentials changed (seed 001), or queued as a background job
+    #: dead letters re-queued because the config was saved (seed 001), or queued as a background job
     redriven: int = 0
     redrive_job_id: uuid.UUID | None = None
 
@@ -346,6 +385,8 @@ class DeadLetterOut(BaseModel):
     reason: str | None
     last_error_class: str | None
     last_error_detail: str | None
+    #: null: a dead or skipped delivery has no next attempt until it is redriven
+    next_attempt_at: datetime | None = None
     attempt_count: int
     created_at: datetime
     updated_at: datetime

@@ -14,11 +14,15 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.crypto import KeyRing
+
 log = logging.getLogger(__name__)
 
 # A development-only key so `make run` works out of the box. `Settings.check_production` refuses it when
 # HERALD_ENV=production, and the API logs a warning whenever it is in use.
 DEV_ENCRYPTION_KEYS = "dev:ZGV2LW9ubHktMzItYnl0ZS1rZXktZG8tbm90LXVzZSE="
+# The admin key `make run` and the README's tour use; public, so production refuses it.
+DEV_ADMIN_KEY = "hk_local_dev_admin_key"
 
 
 class Settings(BaseSettings):
@@ -29,6 +33,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/herald"
     # Connections kept per process (as many again may open under bursts); at least worker_concurrency.
     database_pool_size: int = 20
+    # apidata (issue 10): bounds on every statement of the API's and workers' connections, so a stalled (not
+    # down) PostgreSQL or a held lock answers 503 `database_unavailable` instead of hanging requests.
+    database_statement_timeout_s: float = Field(15.0, gt=0)
+    database_lock_timeout_s: float = Field(5.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "herald"
 
@@ -38,6 +46,9 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = None
 
     max_body_bytes: int = 64 * 1024
+    # apidata (issue 10): fan-out ids an API process holds for publishing while Redis is slow; beyond this the
+    # ids are dropped (counted) and the sweeper fans those events out from PostgreSQL after fanout_grace_s.
+    fanout_buffer_max_ids: int = Field(10_000, ge=1)
 
     # Retry schedule (workers/retry.py): first attempt, then max_retries retries after base, base*factor, ...
     retry_base_delay_s: float = 5.0
@@ -133,10 +144,21 @@ class Settings(BaseSettings):
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS
 
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
     def check_production(self) -> None:
-        """Refuse to run in production with the development encryption key."""
-        if self.env == "production" and self.uses_dev_encryption_key:
+        """Refuse to run in production with the development encryption key or the development admin key, and
+        refuse malformed encryption keys (duplicate ids included) in any environment, at start-up."""
+        KeyRing.parse(self.encryption_keys.get_secret_value())
+        if self.is_production and self.uses_dev_encryption_key:
             raise RuntimeError("HERALD_ENCRYPTION_KEYS must be set in production (the dev key is public)")
+        bootstrap = self.bootstrap_admin_key.get_secret_value() if self.bootstrap_admin_key else None
+        if self.is_production and bootstrap == DEV_ADMIN_KEY:
+            raise RuntimeError(
+                "HERALD_BOOTSTRAP_ADMIN_KEY is the public development key; set a generated one in production"
+            )
         if self.uses_dev_encryption_key:
             log.warning("using the built-in development encryption key; set HERALD_ENCRYPTION_KEYS")
 

@@ -47,6 +47,10 @@ class KeyRing:
                 raise KeyRingError(f"encryption key {kid!r} is not valid base64") from exc
             if len(key) != 32:
                 raise KeyRingError(f"encryption key {kid!r} must be 32 bytes (AES-256), got {len(key)}")
+            if kid in keys:
+                # A second key under the same id would silently replace the first, and every row sealed with
+                # the first would stop decrypting.
+                raise KeyRingError(f"encryption key id {kid!r} appears twice; every key needs its own id")
             keys[kid] = key
             primary = primary or kid
         if not keys:

@@ -99,3 +99,10 @@ DELIVERIES_BY_STATE = Gauge(
     ["state"],
     multiprocess_mode="max",
 )
+
+# apidata (issue 10): fan-out ids the API did not publish because its buffer was full (Redis slow); the
+# events are in PostgreSQL and the sweeper fans them out after HERALD_FANOUT_GRACE_S.
+FANOUT_PUBLISH_DROPPED = Counter(
+    "herald_api_fanout_publish_dropped_total",
+    "Fan-out ids left to the sweeper because the API's publish buffer was full (Redis slow or down).",
+)

@@ -31,7 +31,9 @@ from shared import deliveries as deadletters
 from shared.db.models import BulkJob, Delivery, Event, Integration
 
 router = APIRouter(
-    prefix="/v1/dead-letters", tags=["dead letters"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/dead-letters",
+    tags=["dead letters"],
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
 )
 
 

@@ -8,21 +8,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import Authenticated, DbSession, Principal
 from api.errors import ApiError, envelope, not_found
 from api.ingest import EventStore, accepted_response
+from api.route_verdicts import load_routes, route_verdicts
 from api.routes.deliveries import attempts_of, delivery_fields
 from api.schemas import (
     DeliveryOut,
     Envelope,
     EventAccepted,
     EventOut,
+    NoDeliveriesOut,
     PipelineEventIn,
     ReleaseEventIn,
+    RouteVerdictOut,
     error_responses,
 )
-from shared.db.models import Delivery, Event
+from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS, Delivery, Event
 from shared.events import (
     pipeline_lifecycle_key,
     pipeline_severity,
@@ -31,18 +35,22 @@ from shared.events import (
 )
 
 router = APIRouter(
-    prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX_CHARS)]
 
 
 def _op_id(header_key: str | None, body_key: str | None) -> str:
     if header_key is not None and body_key is not None and header_key != body_key:
         raise ApiError(422, "idempotency_key_mismatch", "Idempotency-Key header and op_id differ")
     key = header_key or body_key
-    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
-        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1-128 printable characters")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_CHARS and key.isprintable()):
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable characters",
+        )
     return key or uuid.uuid4().hex
 
 
@@ -126,12 +134,69 @@ async def post_pipeline_event(
     )
 
 
+INGEST_KINDS = ("release", "pipeline")
+
+
+@router.post("/{kind}", include_in_schema=False)
+def post_unknown_kind(kind: str) -> None:
+    """Without this, `POST /v1/events/deploy` matches `GET /v1/events/{event_id}` and answers 405, which reads as
+    "wrong method" when the kind is what is wrong."""
+    raise ApiError(
+        404,
+        "unknown_event_kind",
+        f"unknown event kind {kind[:64]!r}; post to one of: "
+        + ", ".join(f"/v1/events/{k}" for k in INGEST_KINDS),
+    )
+
+
+def _why_no_deliveries(session: Session, event: Event) -> NoDeliveriesOut:
+    routes, integrations = load_routes(session)
+    verdicts = route_verdicts(event.facts(), routes, integrations)
+    shown = [
+        RouteVerdictOut(
+            route_id=v.route.id,
+            integration_id=v.integration.id,
+            integration_name=v.integration.name,
+            reason=v.reason or ("integration is disabled" if not v.integration.enabled else None),
+        )
+        for v in verdicts
+    ]
+    if event.fanned_out_at is None:
+        return NoDeliveriesOut(
+            code="not_fanned_out",
+            message="not fanned out yet: the workers have not planned its deliveries (the sweeper retries)",
+            routes=shown,
+        )
+    if not routes:
+        return NoDeliveriesOut(
+            code="no_routes", message="no route exists; add one with POST /v1/routes", routes=shown
+        )
+    matched = [v for v in verdicts if v.would_deliver is not None]
+    if not matched:
+        reasons = "; ".join(f"{v.integration.name}: {v.reason}" for v in verdicts[:5])
+        return NoDeliveriesOut(
+            code="no_route_matches", message=f"no route matches this event ({reasons})", routes=shown
+        )
+    if all(v.would_deliver == "skipped" for v in matched):
+        names = ", ".join(v.integration.name for v in matched)
+        return NoDeliveriesOut(
+            code="integration_disabled",
+            message=f"the matching integrations are disabled ({names}); enable them and redrive skipped",
+            routes=shown,
+        )
+    return NoDeliveriesOut(
+        code="routes_changed",
+        message="a route matches now that did not when the event was fanned out (routes changed since)",
+        routes=shown,
+    )
+
+
 @router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
 def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
     event = session.get(Event, event_id)
-    if event is None:
+    # A key bound to another project learns nothing, not even that the event exists: the same 404.
+    if event is None or not principal.may_see_project(event.project):
         raise not_found("event")
-    principal.require_project(event.project)
     deliveries = list(session.scalars(select(Delivery).where(Delivery.event_id == event_id)))
     attempts = attempts_of(session, [d.id for d in deliveries])
     out = EventOut(
@@ -145,5 +210,6 @@ def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated)
         created_at=event.created_at,
         fanned_out_at=event.fanned_out_at,
         deliveries=[DeliveryOut(**delivery_fields(d, attempts)) for d in deliveries],
+        no_deliveries=None if deliveries else _why_no_deliveries(session, event),
     )
     return envelope(out.model_dump(mode="json"))

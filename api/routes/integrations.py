@@ -1,7 +1,8 @@
 """Integrations: create, list, get, update (PATCH/PUT), delete, the Test button and Recent deliveries.
 
-Configs are validated by the provider's schema, encrypted at rest, masked on every read. Updating the secret
-fields of an integration redrives its dead letters (seed 001: re-saving fresh credentials drains them).
+Configs are validated by the provider's schema, encrypted at rest, masked on every read. Any save of an
+integration's config redrives its dead letters (seed 001: re-saving drains them) and says how many. Moving a
+destination (URL, host, API base) while keeping stored secrets is refused (api/secret_destinations.py).
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from api.routes._common import (
     MAX_PAGE,
     decode_cursor,
     encode_cursor,
-    integration_out,
+    integration_outs,
     merge_config,
     publish_deliveries,
     run_bulk,
-    secrets_changed,
     stored_config,
     validated_config,
 )
@@ -39,6 +39,7 @@ from api.schemas import (
     TestSent,
     error_responses,
 )
+from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deliveries as deadletters
@@ -47,7 +48,9 @@ from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
 
 router = APIRouter(
-    prefix="/v1/integrations", tags=["integrations"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/integrations",
+    tags=["integrations"],
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
 )
 
 DeliveryState = Annotated[
@@ -83,7 +86,8 @@ def create_integration(body: IntegrationIn, request: Request, session: DbSession
     session.add(row)
     session.commit()
     session.refresh(row)
-    return envelope(integration_out(keyring, row))
+    [out] = integration_outs(session, keyring, [row])
+    return envelope(out)
 
 
 @router.get("", response_model=Envelope[list[IntegrationOut]])
@@ -102,14 +106,15 @@ def list_integrations(
         stmt = stmt.where(Integration.project == project)
     if enabled is not None:
         stmt = stmt.where(Integration.enabled.is_(enabled))
-    return envelope([integration_out(request.app.state.keyring, r) for r in session.scalars(stmt)])
+    return envelope(integration_outs(session, request.app.state.keyring, list(session.scalars(stmt))))
 
 
 @router.get("/{integration_id}", response_model=Envelope[IntegrationOut], responses=error_responses(404))
 def get_integration(
     integration_id: uuid.UUID, request: Request, session: DbSession, _: Reader
 ) -> dict[str, Any]:
-    return envelope(integration_out(request.app.state.keyring, _get(session, integration_id)))
+    [out] = integration_outs(session, request.app.state.keyring, [_get(session, integration_id)])
+    return envelope(out)
 
 
 def _save(
@@ -122,13 +127,12 @@ def _save(
     partial: bool,
 ) -> dict[str, Any]:
     keyring: KeyRing = request.app.state.keyring
-    rotate = False
     if new_config is not None:
         old = stored_config(keyring, row)
         config = validated_config(row.provider, merge_config(old, new_config, partial=partial))
+        check_secret_destinations(old, config, new_config)
         # The provider may carry state over (the webhook keeps a rotated signing secret for an overlap).
         config = registry.provider_class(row.provider).on_config_update(old, config)
-        rotate = secrets_changed(old, config)
         row.config_ciphertext = encrypt_config(keyring, row.id, plain_config(config))
         row.config_key_id = keyring.primary_kid
     if "project" in fields and fields["project"] is not None:
@@ -148,9 +152,10 @@ def _save(
     row.updated_at = datetime.now(UTC)
     session.commit()
     session.refresh(row)
-    out = IntegrationSaved(**integration_out(keyring, row))
-    if rotate:
-        # Fresh credentials: the dead letters that failed with the old ones get another chance (seed 001).
+    out = IntegrationSaved(**integration_outs(session, keyring, [row])[0])
+    if new_config is not None:
+        # Any save of the config drains its dead letters, fresh credentials or not (seed 001: re-saving the
+        # integration is how a user says "try again"); the answer says how many.
         result = run_bulk(request, session, "redrive", deadletters.DeadLetterFilter(integration_id=row.id))
         out.redriven = result.processed
         out.redrive_job_id = result.job_id

@@ -16,7 +16,7 @@ from shared.crypto import hash_api_key, new_api_key
 from shared.db.models import ApiKey
 
 router = APIRouter(
-    prefix="/v1/keys", tags=["api keys"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/keys", tags=["api keys"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
 

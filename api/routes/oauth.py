@@ -1,10 +1,13 @@
 """OAuth connect for Slack and Discord (seed 001): "Continue to Slack", pick a channel, done.
 
-`GET /v1/oauth/{provider}/start` (admin key) redirects to the vendor's authorize page with a signed `state`
-that carries the integration's name and project and expires after `oauth_state_ttl_s`. The vendor sends the
-browser back to `GET /v1/oauth/{provider}/callback?code=...&state=...` (no API key: the signed state is the
-proof it started here), which exchanges the code and stores the returned incoming webhook as an encrypted
-integration, plus a route for its project (or all projects), like the seed's "Route releases from" picker.
+`GET /v1/oauth/{provider}/start` (admin key) redirects to the vendor's authorize page with a random `state`.
+The state is stored server-side (hashed, in `oauth_state`, with the integration's name and project) and bound
+to the browser that started the connect by a cookie only that browser holds (its hash is stored beside the
+state). The vendor sends the browser back to `GET /v1/oauth/{provider}/callback?code=...&state=...` (no API
+key: the state plus the cookie are the proof it started here); the callback consumes the state once, before
+exchanging the code, so a replayed or stolen callback URL is refused, then stores the returned incoming webhook
+as an encrypted integration. It adds a route only for the project the start request named: a connect that
+named none creates the integration alone, never a catch-all route (add routes with /v1/routes).
 
 - Slack: `oauth.v2.access` (client id/secret, code, redirect_uri) answers `{"ok": true, "incoming_webhook":
   {"url", "channel", ...}}`, or `{"ok": false, "error": "invalid_code"}` with HTTP 200.
@@ -15,32 +18,32 @@ The access tokens the vendors also return are not kept: Herald only needs the we
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
+import math
 import re
 import secrets
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
+from sqlalchemy import delete, func
 
 from api.deps import Admin, DbSession
 from api.errors import ApiError, envelope
-from api.routes._common import integration_out
+from api.routes._common import integration_outs
 from api.schemas import Envelope, IntegrationOut, error_responses
 from providers import registry
 from providers.base import plain_config
 from shared.config import Settings
 from shared.crypto import KeyRing
-from shared.db.models import Integration, Route
+from shared.db.models import Integration, OAuthState, Route
 from shared.secrets_at_rest import encrypt_config
 
 router = APIRouter(prefix="/v1/oauth", tags=["oauth"], responses=error_responses(400, 413, 422, 503))
@@ -51,43 +54,24 @@ MAX_RESPONSE_BYTES = 64 * 1024
 _SAFE_CODE = re.compile(r"[^a-z0-9_.-]")
 
 
-def _state_key(keyring: KeyRing) -> bytes:
-    # Derived from the primary encryption key, so there is no extra secret to configure; a key rotation only
-    # invalidates the few connects in flight.
-    return hashlib.sha256(b"herald:oauth-state:" + keyring.keys[keyring.primary_kid]).digest()
+COOKIE_PREFIX = "herald_oauth_"
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _cookie_name(state_hash: str) -> str:
+    # Named after the state, so two connects in flight in one browser do not overwrite each other's cookie.
+    return COOKIE_PREFIX + state_hash[:16]
 
 
-def sign_state(keyring: KeyRing, claims: dict[str, Any]) -> str:
-    body = _b64(orjson.dumps(claims))
-    mac = hmac.new(_state_key(keyring), body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(mac)}"
-
-
-def verify_state(keyring: KeyRing, state: str, vendor: str, ttl_s: float) -> dict[str, Any]:
-    invalid = ApiError(
-        400, "invalid_state", "state: not issued by this Herald, altered, or expired; start again"
+def _invalid_state() -> ApiError:
+    return ApiError(
+        400,
+        "invalid_state",
+        "state: unknown, already used, expired, or started in another browser; start the connect again",
     )
-    body, _, mac = state.partition(".")
-    try:
-        expected = hmac.new(_state_key(keyring), body.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(mac)):
-            raise invalid
-        claims = orjson.loads(_unb64(body))
-    except (ValueError, orjson.JSONDecodeError):
-        raise invalid from None
-    if not isinstance(claims, dict) or claims.get("v") != vendor:
-        raise invalid
-    if not isinstance(claims.get("t"), int) or time.time() - claims["t"] > ttl_s:
-        raise invalid
-    return claims
 
 
 def _client(settings: Settings, vendor: str) -> tuple[str, str]:
@@ -117,32 +101,77 @@ def _redirect_uri(settings: Settings, vendor: str) -> str:
 def start(
     vendor: Vendor,
     request: Request,
+    session: DbSession,
     principal: Admin,
     name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     project: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> RedirectResponse:
-    """Redirect to Slack's or Discord's consent page. `name` (default: the channel's) and `project` (default:
-    all projects) are carried in the signed state to the callback."""
+    """Redirect to Slack's or Discord's consent page. `name` (default: the channel's) and `project` are kept
+    server-side for the callback; with `project` the callback also routes that project's events to the new
+    integration, without it no route is created. Sets a cookie that binds the connect to this browser."""
     settings: Settings = request.app.state.settings
     client_id, _ = _client(settings, vendor)
-    claims = {
-        "v": vendor,
-        "n": name,
-        "p": project,
-        "k": principal.key_id,
-        "t": int(time.time()),
-        "x": secrets.token_urlsafe(12),
-    }
+    state, browser = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    state_hash = _digest(state)
+    ttl_s = settings.oauth_state_ttl_s
+    # Expired states are swept here, where they are made: the table holds only the connects in flight.
+    session.execute(delete(OAuthState).where(OAuthState.expires_at < func.now()))
+    session.add(
+        OAuthState(
+            state_hash=state_hash,
+            browser_hash=_digest(browser),
+            vendor=vendor,
+            name=name,
+            project=project,
+            api_key_id=principal.key_id,
+            expires_at=func.now() + timedelta(seconds=ttl_s),
+        )
+    )
+    session.commit()
     query = {
         "client_id": client_id,
         "scope": SCOPES[vendor],
         "redirect_uri": _redirect_uri(settings, vendor),
-        "state": sign_state(request.app.state.keyring, claims),
+        "state": state,
     }
     if vendor == "discord":
         query["response_type"] = "code"
     url = getattr(settings, f"{vendor}_authorize_url")
-    return RedirectResponse(f"{url}?{urllib.parse.urlencode(query)}", status_code=302)
+    response = RedirectResponse(f"{url}?{urllib.parse.urlencode(query)}", status_code=302)
+    response.set_cookie(
+        _cookie_name(state_hash),
+        browser,
+        max_age=max(1, math.ceil(ttl_s)),
+        path=f"/v1/oauth/{vendor}/callback",
+        secure=settings.public_base_url.startswith("https://"),
+        httponly=True,
+        # Lax: sent on the vendor's top-level redirect back to the callback, not on cross-site subrequests.
+        samesite="lax",
+    )
+    return response
+
+
+def _consume_state(request: Request, session: DbSession, vendor: str, state: str) -> OAuthState:
+    """The stored state, deleted in the same statement (once only), if this browser started it."""
+    state_hash = _digest(state)
+    browser = request.cookies.get(_cookie_name(state_hash))
+    if not browser:
+        raise _invalid_state()
+    row = session.execute(
+        delete(OAuthState)
+        .where(
+            OAuthState.state_hash == state_hash,
+            OAuthState.vendor == vendor,
+            OAuthState.browser_hash == _digest(browser),
+            OAuthState.expires_at > func.now(),
+        )
+        .returning(OAuthState)
+    ).scalar_one_or_none()
+    # Committed before the code is exchanged: a concurrent replay finds nothing to consume.
+    session.commit()
+    if row is None:
+        raise _invalid_state()
+    return row
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -214,15 +243,18 @@ def _exchange(settings: Settings, vendor: str, code: str) -> tuple[str, str | No
 def callback(
     vendor: Vendor,
     request: Request,
+    response: Response,
     session: DbSession,
     state: Annotated[str, Query(min_length=1, max_length=2000)],
     code: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Where the vendor sends the browser back: exchange the code, store the webhook encrypted, route it."""
+    """Where the vendor sends the browser back: consume the state, exchange the code, store the webhook
+    encrypted, and route the project the start request named (if any)."""
     settings: Settings = request.app.state.settings
     keyring: KeyRing = request.app.state.keyring
-    claims = verify_state(keyring, state, vendor, settings.oauth_state_ttl_s)
+    started = _consume_state(request, session, vendor, state)
+    response.delete_cookie(_cookie_name(_digest(state)), path=f"/v1/oauth/{vendor}/callback")
     if error is not None or code is None:
         raise ApiError(
             400, "oauth_denied", f"{vendor} did not grant access: {_vendor_error({'error': error})}"
@@ -239,19 +271,20 @@ def callback(
             502, "oauth_invalid_webhook", f"{vendor} returned an unusable webhook ({field})"
         ) from None
     integration_id = uuid.uuid4()
-    project = claims.get("p")
     row = Integration(
         id=integration_id,
-        name=claims.get("n") or label or f"{vendor} webhook",
+        name=started.name or label or f"{vendor} webhook",
         provider=vendor,
-        project=project,
+        project=started.project,
         enabled=True,
         config_ciphertext=encrypt_config(keyring, integration_id, plain_config(config)),
         config_key_id=keyring.primary_kid,
     )
     session.add(row)
-    session.flush()
-    session.add(Route(integration_id=integration_id, project=project))
+    if started.project is not None:
+        session.flush()
+        session.add(Route(integration_id=integration_id, project=started.project))
     session.commit()
     session.refresh(row)
-    return envelope(integration_out(keyring, row))
+    [out] = integration_outs(session, keyring, [row])
+    return envelope(out)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from providers._http import HttpClient
 
 router = APIRouter(
-    prefix="/v1/routes", tags=["routes"], responses=error_responses(400, 401, 403, 413, 422, 503)
+    prefix="/v1/routes", tags=["routes"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
 

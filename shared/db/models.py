@@ -43,6 +43,13 @@ DELIVERY_STATES = ("pending", "sending", "retrying", "delivered", "dead", "skipp
 SEVERITIES = ("info", "warning", "error", "critical")
 
 
+# Sized from the API's schemas (api/schemas.py uses these): an op id / Idempotency-Key is at most 128 printable
+# characters; the longest lifecycle key is a pipeline's, "pipeline:" + project(100) + ":" + app(100) + ":" +
+# pipeline(100) + ":" + image_tag(200) (shared/events.py).
+IDEMPOTENCY_KEY_MAX_CHARS = 128
+LIFECYCLE_KEY_MAX_CHARS = 512
+
+
 def _now() -> Any:
     return func.now()
 
@@ -129,10 +136,11 @@ class Event(Base):
     environment: Mapped[str | None] = mapped_column(String(100))
     severity: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # As the client sent it; unique per project (event_project_idempotency_key), so tenants never collide.
+    idempotency_key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX_CHARS))
     # sha256 of the canonical payload: a reused key with another body is a conflict, not a replay
     request_hash: Mapped[str] = mapped_column(String(64))
-    lifecycle_key: Mapped[str | None] = mapped_column(String(255))
+    lifecycle_key: Mapped[str | None] = mapped_column(String(LIFECYCLE_KEY_MAX_CHARS))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     fanned_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The outbox relay: the sweeper enqueues `fanout` again when this passes and fanned_out_at is still NULL.
@@ -155,7 +163,28 @@ class Event(Base):
     __table_args__ = (
         Index("event_outbox_idx", "next_fanout_at", postgresql_where=text("fanned_out_at IS NULL")),
         Index("event_project_created_idx", "project", "created_at"),
+        UniqueConstraint("project", "idempotency_key", name="event_project_idempotency_key"),
+        # Fan-out looks up the previous delivered message of each lifecycle (workers/tasks/fanout.py).
+        Index("event_lifecycle_key_idx", "lifecycle_key"),
     )
+
+
+class OAuthState(Base):
+    """The server-side half of an OAuth connect (api/routes/oauth.py): consumed once by the callback, and only
+    by the browser that started it (its cookie's hash is `browser_hash`)."""
+
+    __tablename__ = "oauth_state"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(100))
+    project: Mapped[str | None] = mapped_column(String(100))
+    api_key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("oauth_state_expires_idx", "expires_at"),)
 
 
 class Delivery(Base):

@@ -13,6 +13,16 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 
 
+def connection_options(settings: Settings) -> str:
+    """libpq `options` for every connection the API and workers open: a statement or a lock wait that outlives
+    its bound is cancelled by PostgreSQL itself (SQLSTATE 57014 / 55P03, an OperationalError), so a stalled
+    database or a held lock turns into a 503 or a failed task that the sweeper redoes, never a hang.
+    Migrations connect without them (shared/migrations/env.py): a schema change may rightly take longer."""
+    statement_ms = max(1, round(settings.database_statement_timeout_s * 1000))
+    lock_ms = max(1, round(settings.database_lock_timeout_s * 1000))
+    return f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
+
+
 def make_engine(settings: Settings) -> Engine:
     return create_engine(
         settings.database_url,
@@ -20,16 +30,18 @@ def make_engine(settings: Settings) -> Engine:
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
         pool_timeout=5,
-        # A dead database must turn into a fast 503, not a hung request.
-        connect_args={"connect_timeout": 3},
+        # A dead database must turn into a fast 503, not a hung request; a stalled one too (the options).
+        connect_args={"connect_timeout": 3, "options": connection_options(settings)},
     )
 
 
 def get_engine(settings: Settings) -> Engine:
+    # Keyed by the options too: two apps in one process (tests) with other bounds get their own engine.
+    key = f"{settings.database_url} {connection_options(settings)}"
     with _lock:
-        engine = _engines.get(settings.database_url)
+        engine = _engines.get(key)
         if engine is None:
-            engine = _engines[settings.database_url] = make_engine(settings)
+            engine = _engines[key] = make_engine(settings)
         return engine
 
 

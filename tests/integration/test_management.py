@@ -195,26 +195,27 @@ def test_recent_deliveries_newest_first_paginated_with_attempts(
     )
 
 
-def test_resaving_credentials_drains_the_dead_letters(api, receiver: FakeServer, project):
-    old_path, new_path = f"/old/{project}", f"/new/{project}"
-    receiver.script(old_path, *[Reply(401, b"revoked")] * 3)
-    integration_id = create_webhook(api, receiver.url(old_path), project=project)
+def test_resaving_the_config_drains_the_dead_letters(api, receiver: FakeServer, project):
+    """Repro (issue 16): re-saving an integration with unchanged (masked) credentials redrove nothing, although
+    seed 001 says re-saving drains its dead letters; only a changed secret did."""
+    path = f"/old/{project}"
+    receiver.script(path, *[Reply(401, b"revoked")] * 2)
+    integration_id = create_webhook(api, receiver.url(path), project=project)
     dead = [wait_for_deliveries(api, post_release(api, project, version=v))[0] for v in ("2.0", "2.1")]
     assert {d["state"] for d in dead} == {"dead"}
     shown = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]
     assert shown["failing"] is True and shown["enabled"] is True  # seed 001: stays enabled, flagged
+    # Interface 3: the outcomes beside the flag, and the cause on each dead letter.
+    assert shown["recent_outcomes"] == {"window_s": 86400, "delivered": 0, "retrying": 0, "dead": 2}
+    letters = api.get("/v1/dead-letters", headers=AUTH, params={"integration_id": integration_id}).json()
+    for letter in letters["data"]["items"]:
+        assert letter["next_attempt_at"] is None and letter["last_error_class"] == "auth_failed"
 
-    # Re-saving the same (masked) credentials changes nothing and redrives nothing.
+    # Re-saving the same (masked) config: the credentials were fixed at the vendor's end; try again.
     r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"config": shown["config"]})
-    assert r.json()["data"]["redriven"] == 0
-
-    r = api.patch(
-        f"/v1/integrations/{integration_id}", headers=AUTH, json={"config": {"url": receiver.url(new_path)}}
-    )
     assert r.status_code == 200, r.text
     assert r.json()["data"]["redriven"] == 2
-    received = receiver.wait_for(new_path, 2, timeout_s=10)
-    assert len(received) == 2
+    assert len(receiver.wait_for(path, 4, timeout_s=10)) == 4
     for d in dead:
         again = wait_delivery(api, d["id"])
         assert again["state"] == "delivered"
@@ -223,7 +224,79 @@ def test_resaving_credentials_drains_the_dead_letters(api, receiver: FakeServer,
             (1, 0, "delivered"),
             (1, 1, "dead"),
         ]
-    assert api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]["failing"] is False
+    after = api.get(f"/v1/integrations/{integration_id}", headers=AUTH).json()["data"]
+    assert after["failing"] is False
+    assert after["recent_outcomes"] == {"window_s": 86400, "delivered": 2, "retrying": 0, "dead": 0}
+    # A save that does not touch the config (a rename) redrives nothing.
+    r = api.patch(f"/v1/integrations/{integration_id}", headers=AUTH, json={"name": "renamed"})
+    assert r.json()["data"]["redriven"] == 0
+
+
+def test_moving_a_destination_requires_the_secrets_again(api, receiver: FakeServer, hook_path):
+    """Repro (issue 10): an admin who cannot read the stored secrets could PATCH the URL to a host of their
+    own, keep the masked headers and signing secret, and receive them with the next delivery."""
+    url = receiver.url(hook_path)
+    created = new_webhook(api, url, project="p1")
+    r = api.patch(
+        f"/v1/integrations/{created['id']}",
+        headers=AUTH,
+        json={"config": {"headers": {"Authorization": HEADER_SECRET}}},
+    )
+    assert r.status_code == 200, r.text
+    shown = r.json()["data"]["config"]
+    elsewhere = url.replace("127.0.0.1", "localhost")
+    for body in (
+        {"config": {"url": elsewhere}},  # the secret header omitted
+        {"config": {**shown, "url": elsewhere}},  # sent back masked
+    ):
+        r = api.patch(f"/v1/integrations/{created['id']}", headers=AUTH, json=body)
+        assert error_of(r) == (422, "secret_required")
+        assert (
+            r.json()["error"].startswith("config.url:")
+            and "config.headers.Authorization" in r.json()["error"]
+        )
+        assert HEADER_SECRET not in r.text
+    # Same host, another path: the same party receives them; allowed.
+    r = api.patch(f"/v1/integrations/{created['id']}", headers=AUTH, json={"config": {"url": url + "/v2"}})
+    assert r.status_code == 200, r.text
+    # With the secret given again, the move is the admin's informed choice.
+    r = api.patch(
+        f"/v1/integrations/{created['id']}",
+        headers=AUTH,
+        json={"config": {"url": elsewhere, "headers": {"Authorization": HEADER_SECRET}}},
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("provider", "config", "move"),
+    [
+        (
+            "slack_bot",
+            {"token": "xoxb-1-" + uuid.uuid4().hex, "channel": "#deploys"},
+            {"api_base_url": "https://slack.evil.example/api"},
+        ),
+        (
+            "smtp",
+            {
+                "host": "smtp.example.com",
+                "username": "u",
+                "password": "pw-" + uuid.uuid4().hex,
+                "from_address": "herald@example.com",
+                "to": ["ops@example.com"],
+            },
+            {"host": "smtp.evil.example"},
+        ),
+    ],
+)
+def test_the_rule_holds_for_every_provider_with_a_destination(api, provider, config, move):
+    r = api.post(
+        "/v1/integrations", headers=AUTH, json={"name": provider, "provider": provider, "config": config}
+    )
+    assert r.status_code == 201, r.text
+    r = api.patch(f"/v1/integrations/{r.json()['data']['id']}", headers=AUTH, json={"config": move})
+    assert error_of(r) == (422, "secret_required")
+    assert r.json()["error"].startswith(f"config.{next(iter(move))}:")
 
 
 def test_disabled_integration_records_skipped_and_replays_after_enable(

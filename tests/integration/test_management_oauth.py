@@ -82,10 +82,9 @@ def test_slack_connect_stores_an_encrypted_webhook_that_delivers(connected, stac
         [request] = slack.requests(slack.webhook_path(project))
         assert b"1.4.2" in request.body
 
-        # The code was single-use: replaying the callback is refused by the vendor, and nothing is stored.
+        # The state was single-use: replaying the callback is refused before any exchange, nothing is stored.
         before = sql(stack, "SELECT count(*) FROM integration")[0][0]
-        replay = connected.get(callback)
-        assert error_of(replay) == (502, "oauth_exchange_failed") and "invalid_code" in replay.json()["error"]
+        assert error_of(connected.get(callback)) == (400, "invalid_state")
         assert sql(stack, "SELECT count(*) FROM integration")[0][0] == before
 
 
@@ -102,28 +101,84 @@ def test_discord_connect_with_a_name(connected, vendor, project):
         assert delivery["state"] == "delivered"
 
 
-def test_state_is_signed_bound_to_the_vendor_and_expires(connected, stack, vendor, project):
+def test_state_is_bound_to_the_vendor_and_expires(connected, stack, vendor, project):
     vendor.webhook_url = "https://hooks.slack.com/services/T1/B1/abc"
     callback = authorize(connected, "slack", project=project)
     state = parse_qs(urlsplit(callback).query)["state"][0]
-    body, _, mac = state.partition(".")
-    tampered = callback.replace(state, f"{body}x.{mac}")
-    assert error_of(connected.get(tampered)) == (400, "invalid_state")
+    assert error_of(connected.get(callback.replace(state, state[:-1] + "x"))) == (400, "invalid_state")
     other_vendor = callback.replace("/slack/", "/discord/")
     assert error_of(connected.get(other_vendor)) == (400, "invalid_state")
     with stack.client(
         slack_client_id=oauth.CLIENT_ID,
         slack_client_secret=oauth.CLIENT_SECRET,
+        slack_authorize_url=vendor.url(oauth.SLACK_AUTHORIZE_PATH),
         slack_token_url=vendor.url(oauth.SLACK_TOKEN_PATH),
         oauth_state_ttl_s=0.5,
         public_base_url="http://herald.test",
     ) as short_lived:
-        time.sleep(1.1)
-        assert error_of(short_lived.get(callback)) == (400, "invalid_state")
+        expiring = authorize(short_lived, "slack", project=project)
+        time.sleep(1.1)  # past the state's lifetime (not proving an absence)
+        assert error_of(short_lived.get(expiring)) == (400, "invalid_state")
     assert error_of(connected.get("/v1/oauth/slack/callback", params={"state": "x", "code": "y"})) == (
         400,
         "invalid_state",
     )
+
+
+def test_a_replayed_state_is_refused(connected, stack, vendor, project):
+    """Repro (issue 10): the signed state could be replayed for 600 s; each replay with a fresh code created
+    another integration and route."""
+    with SlackFake() as slack:
+        vendor.webhook_url = slack.webhook_url(project)
+        callback = authorize(connected, "slack", project=project)
+        assert connected.get(callback).status_code == 201
+        # A second code from the vendor for the same state (the attacker re-ran the consent): still refused.
+        consent = httpx.get(
+            vendor.url(oauth.SLACK_AUTHORIZE_PATH),
+            params={
+                "client_id": oauth.CLIENT_ID,
+                "scope": "incoming-webhook",
+                "redirect_uri": "http://herald.test/v1/oauth/slack/callback",
+                "state": parse_qs(urlsplit(callback).query)["state"][0],
+            },
+            follow_redirects=False,
+        )
+        back = urlsplit(consent.headers["location"])
+        before = sql(stack, "SELECT count(*) FROM integration")[0][0]
+        assert error_of(connected.get(f"{back.path}?{back.query}")) == (400, "invalid_state")
+        assert sql(stack, "SELECT count(*) FROM integration")[0][0] == before
+
+
+def test_a_state_from_another_browser_is_refused(connected, stack, vendor, project):
+    """Repro (issue 10): the state was not bound to the browser that started the connect, so a callback URL
+    sent to a victim (login CSRF) attached the attacker's webhook to the victim's Herald."""
+    with SlackFake() as slack:
+        vendor.webhook_url = slack.webhook_url(project)
+        callback = authorize(connected, "slack", project=project)
+        before = sql(stack, "SELECT count(*) FROM integration")[0][0]
+        with stack.client(
+            slack_client_id=oauth.CLIENT_ID,
+            slack_client_secret=oauth.CLIENT_SECRET,
+            slack_token_url=vendor.url(oauth.SLACK_TOKEN_PATH),
+            public_base_url="http://herald.test",
+        ) as other_browser:
+            assert error_of(other_browser.get(callback)) == (400, "invalid_state")
+        assert sql(stack, "SELECT count(*) FROM integration")[0][0] == before
+        # not consumed by the refused attempt: the browser that started it still completes the connect
+        assert connected.get(callback).status_code == 201
+
+
+def test_no_route_unless_the_start_named_a_project(connected, vendor):
+    """Repro (issue 10): a connect without a project created a catch-all route: every project's events went
+    to the newly connected channel."""
+    with SlackFake() as slack:
+        vendor.webhook_url = slack.webhook_url("any")
+        r = connected.get(authorize(connected, "slack"))
+        assert r.status_code == 201, r.text
+        integration = r.json()["data"]
+        assert integration["project"] is None
+        routes = connected.get("/v1/routes", headers=AUTH, params={"integration_id": integration["id"]})
+        assert routes.json()["data"] == []
 
 
 def test_denied_consent_and_configuration_errors(connected, api, vendor):
