@@ -19,7 +19,8 @@ METRICS_PORT="${HERALD_WORKER_METRICS_PORT:-9808}"
 QUEUE="${HERALD_QUEUE_NAME:-herald}"
 READY_TIMEOUT_S="${HERALD_RUN_READY_TIMEOUT_S:-60}"
 STOP_GRACE_S=10
-RUN=.run
+# Logs and pid files; a test points this elsewhere so it never touches a real `make run`'s.
+RUN="${HERALD_RUN_DIR:-.run}"
 mkdir -p "$RUN"
 
 say() { printf 'herald: %s\n' "$*" >&2; }
@@ -81,7 +82,7 @@ start_api() {
 start_worker() {
   # Pool children write metrics here; the worker's main process serves them on :$METRICS_PORT/metrics.
   rm -rf "$RUN/worker-metrics" "$RUN/tmp-worker" && mkdir -p "$RUN/worker-metrics" "$RUN/tmp-worker"
-  PROMETHEUS_MULTIPROC_DIR="$PWD/$RUN/worker-metrics" TMPDIR="$PWD/$RUN/tmp-worker" \
+  PROMETHEUS_MULTIPROC_DIR="$(realpath "$RUN/worker-metrics")" TMPDIR="$(realpath "$RUN/tmp-worker")" \
     exec "$BIN/celery" -A workers.app worker -l info --without-gossip --without-mingle --without-heartbeat \
     --include workers.health -n "worker@%h" -Q "$QUEUE"
 }
@@ -89,7 +90,8 @@ start_sweeper() {
   # Sweeps have a consumer of their own (one thread): they never wait behind deliveries for a free thread.
   # Its metrics go to a free port (0) so it does not compete with the worker's.
   rm -rf "$RUN/sweeper-metrics" "$RUN/tmp-sweeper" && mkdir -p "$RUN/sweeper-metrics" "$RUN/tmp-sweeper"
-  HERALD_WORKER_METRICS_PORT=0 PROMETHEUS_MULTIPROC_DIR="$PWD/$RUN/sweeper-metrics" TMPDIR="$PWD/$RUN/tmp-sweeper" \
+  HERALD_WORKER_METRICS_PORT=0 PROMETHEUS_MULTIPROC_DIR="$(realpath "$RUN/sweeper-metrics")" \
+    TMPDIR="$(realpath "$RUN/tmp-sweeper")" \
     exec "$BIN/celery" -A workers.app worker -l info --without-gossip --without-mingle --without-heartbeat \
     --include workers.health -n "sweeper@%h" -Q "$QUEUE.sweep" -c 1
 }
@@ -102,6 +104,7 @@ launch() {
   ( "start_$name" ) >>"$RUN/$name.log" 2>&1 &
   PID[$name]=$!
   STARTED_AT[$name]=$SECONDS
+  echo "${PID[$name]}" >"$RUN/$name.pid"
 }
 
 stopping=0
