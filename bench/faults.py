@@ -258,7 +258,10 @@ class Herald:
 
     def argv(self, name: str) -> list[str]:
         celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
-        worker_flags = ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
+        worker_flags = [
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+            *("--include", "workers.health", "-l", "info"),
+        ]
         if name == "api":
             return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1"]
         if name == "worker":
@@ -276,7 +279,11 @@ class Herald:
         if name in ("worker", "sweeper"):
             metrics = self.workdir / f"metrics-{name}-{self.runs[name]}"
             metrics.mkdir()
-            env.update(PROMETHEUS_MULTIPROC_DIR=str(metrics), HERALD_WORKER_METRICS_PORT="0")
+            tmpdir = self.workdir / f"tmp-{name}-{self.runs[name]}"  # its liveness heartbeat file
+            tmpdir.mkdir()
+            env.update(
+                PROMETHEUS_MULTIPROC_DIR=str(metrics), HERALD_WORKER_METRICS_PORT="0", TMPDIR=str(tmpdir)
+            )
         log = self.workdir / f"{name}-{self.runs[name]}.log"
         self.procs[name] = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
