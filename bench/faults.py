@@ -48,6 +48,8 @@ from shared.migrate import upgrade
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "hk_faults_admin_key_0123456789abcdef"
 QUEUE = "herald-faults"
+# How long the posting client keeps retrying one event (same Idempotency-Key) through an outage.
+RETRY_FOR_S = 30.0
 # Scaled-down timings so a scenario drains in seconds: retries after 0.5, 1, 2, 4, 8 s; a send times out after
 # 2 s; a claimed delivery whose worker died is recovered after 8 s.
 FAST_ENV = {
@@ -172,9 +174,12 @@ class Postgres:
         return self.start()
 
     def start(self) -> Postgres:
+        # fsync off is safe here: the faults kill the server process, never the machine, so the OS page cache
+        # survives. synchronous_commit must stay on: with it off, `pg_ctl stop -m immediate` drops commits the
+        # API has already answered 202 for (a first run "lost" 7 events that way).
         opts = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c full_page_writes=off -c max_connections=200"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", opts, "-w", "start"
@@ -394,7 +399,11 @@ class Result:
 def post_events(
     api_url: str, count: int, rate_per_s: float, accepted: list[str], rejected: list[int]
 ) -> None:
+    """Post `count` events at a steady pace, as a careful client does: each with its own Idempotency-Key, and a
+    post that got no answer or a 5xx is retried with the same key for up to RETRY_FOR_S (so a 202 lost with a
+    killed API is not a second event). `rejected` keeps the status of every failed try (0 = no answer)."""
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    seen: set[str] = set()
     with httpx.Client(timeout=5) as client:
         for i in range(count):
             t0 = time.monotonic()
@@ -405,14 +414,28 @@ def post_events(
                 "version": f"1.0.{i}",
                 "url": f"https://example.com/r/{i}",
             }
-            try:
-                r = client.post(api_url + "/v1/events/release", headers=headers, json=body)
-                if r.status_code == 202:
-                    accepted.append(r.json()["data"]["event_id"])
-                else:
-                    rejected.append(r.status_code)
-            except httpx.HTTPError:
-                rejected.append(0)  # the API was not there: the client knows it was not accepted
+            give_up = t0 + RETRY_FOR_S
+            while True:
+                status = 0
+                try:
+                    r = client.post(
+                        api_url + "/v1/events/release",
+                        headers={**headers, "Idempotency-Key": f"faults-{i}"},
+                        json=body,
+                    )
+                    status = r.status_code
+                    if status in (200, 202):
+                        event_id = r.json()["data"]["event_id"]
+                        if event_id not in seen:
+                            seen.add(event_id)
+                            accepted.append(event_id)
+                        break
+                except httpx.HTTPError:
+                    pass  # the API was not there: nothing was acknowledged
+                rejected.append(status)
+                if (status and status < 500) or time.monotonic() > give_up:
+                    break
+                time.sleep(0.2)  # the client's retry pause
             time.sleep(max(0.0, 1 / rate_per_s - (time.monotonic() - t0)))  # pacing
 
 
@@ -497,7 +520,7 @@ def run_scenario(
             result.notes.append(f"not drained after {args.drain_timeout_s:.0f}s")
         result.notes += [f"{p} exited" for p in herald.exited()]
         if rejected:
-            result.notes.append(f"rejected: {dict(Counter(rejected))} (0 = API unreachable)")
+            result.notes.append(f"retried posts: {dict(Counter(rejected))} (0 = no answer)")
     finally:
         herald.close()
     return result
