@@ -41,3 +41,10 @@ bench: install services
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The fault run (bench/faults.py): worker/API/beat SIGKILL, Redis FLUSHALL and SIGKILL, PostgreSQL restart,
+# receiver 503/429 storms and a hanging receiver, on a PostgreSQL and a Redis of its own. Exits 1 if anything
+# accepted was lost. A short version runs in `make test` (tests/integration/test_faults.py).
+.PHONY: faults
+faults: install
+	$(BIN)/python -m bench.faults

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # State gauges (queue depth/age, outbox, dead letters) are read from PostgreSQL and Redis at most this often.
     metrics_state_ttl_s: float = 5.0
 
+    # Worker liveness (workers/health.py, broker helper): the consumer touches its heartbeat file this often.
+    worker_heartbeat_interval_s: float = 10.0
+
     # Tasks a worker process runs at once (Celery threads pool), each a batch of concurrent sends.
     worker_concurrency: int = 32
     deliver_batch_size: int = 50

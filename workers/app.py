@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
@@ -21,6 +21,9 @@ from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_RETENTION, TASK_SWE
 # SIGKILLed worker's unacked messages come back in minutes, not the default hour
 # (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway.
 VISIBILITY_TIMEOUT_S = 300
+
+# How often the consumer's event loop wakes up at the least (see ConsumeTick).
+CONSUME_TICK_S = 0.1
 
 TASK_MODULES = (
     "workers.signals",
@@ -112,10 +115,45 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _tick() -> None:
+    """Nothing: the timer entry exists only to wake the event loop."""
+
+
+class ConsumeTick(bootsteps.StartStopStep):
+    """Wakes the consumer's event loop every CONSUME_TICK_S, so a freed pool slot is refilled at once.
+
+    On Redis the consumer issues BRPOP only while the prefetch window has room (kombu `on_poll_start` checks
+    `qos.can_consume()`). With every thread busy it stops polling, and a task finishing in a pool thread does
+    not wake the loop: the loop sleeps in poll() until its next timer, up to 10 s (kombu Hub.fire_timers
+    max_delay). Measured before this step: the one-thread sweep consumer ran a 2 s sweep, then sat idle for
+    about 8 s while beat's sweeps piled up in Redis and expired unconsumed ("Discarding revoked task"), and
+    a busy delivery worker drained its queue in bursts 10 s apart. A repeating no-op entry bounds that wait.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._entry: Any = None
+
+    def start(self, parent: Any) -> None:
+        self.stop(parent)
+        self._entry = parent.timer.call_repeatedly(CONSUME_TICK_S, _tick)
+
+    def stop(self, parent: Any) -> None:
+        if self._entry is not None:
+            self._entry.cancel()
+            self._entry = None
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("herald", set_as_current=True)
     app.conf.update(celery_config(settings))
+    app.steps["consumer"].add(ConsumeTick)
     # Importing the task modules registers their @shared_task functions with this app.
     for module in TASK_MODULES:
         importlib.import_module(module)

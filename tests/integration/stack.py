@@ -37,24 +37,99 @@ FAST_ENV = {
 }
 
 
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, for tests that SIGKILL, restart or FLUSHALL it.
+
+    Nothing is persisted (`--save ''`, no AOF), so a restart comes back empty, as the shared one would.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._runs = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._runs += 1
+        log = (self.workdir / f"redis-{self._runs}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = self.client()
+        wait_until(lambda: _pings(client), 10, f"private redis on :{self.port} never answered")
+        client.close()
+        return self
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing written, every connection dropped."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
 class Stack:
-    def __init__(self, database_url: str, redis_db: int, workdir: Path, **overrides: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        redis_db: int,
+        workdir: Path,
+        *,
+        redis_port: int = 6379,
+        **overrides: str,
+    ) -> None:
         self.redis_db = redis_db
+        self.redis_port = redis_port
         self.workdir = workdir
         self.env: dict[str, str] = {
             **FAST_ENV,
             "HERALD_DATABASE_URL": database_url,
-            "HERALD_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "HERALD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{redis_db}",
             "HERALD_ENCRYPTION_KEYS": generate_key_spec("t1"),
             "HERALD_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
             "HERALD_QUEUE_NAME": f"herald-test-{uuid.uuid4().hex[:8]}",
             **overrides,
         }
-        self.redis = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+        self.redis = redis.Redis(host="127.0.0.1", port=redis_port, db=redis_db)
         self.redis.flushdb()
         self.worker: subprocess.Popen[bytes] | None = None
         self.beat: subprocess.Popen[bytes] | None = None
+        self.sweeper: subprocess.Popen[bytes] | None = None
         self._worker_runs = 0
+        self._sweeper_runs = 0
 
     # configuration
     def settings(self, **overrides: Any) -> Settings:
@@ -72,19 +147,49 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_worker(self, concurrency: int = 8) -> subprocess.Popen[bytes]:
+    def start_worker(self, concurrency: int = 8, *, with_sweeper: bool = True) -> subprocess.Popen[bytes]:
+        """The delivery worker (fanout, deliver, redrive, retention on the main queue), and, unless told not
+        to, the sweep consumer beside it if it is not running yet (as make run, the image and Helm do)."""
         self._worker_runs += 1
-        log_path = self.workdir / f"worker-{self._worker_runs}.log"
         queue = self.env["HERALD_QUEUE_NAME"]
         self.worker_metrics_port = free_port()
+        self.worker, self.worker_log = self._start_celery_worker(
+            f"worker-{self._worker_runs}", queue, concurrency, metrics_port=self.worker_metrics_port
+        )
+        if with_sweeper and (self.sweeper is None or self.sweeper.poll() is not None):
+            self.start_sweeper()
+        return self.worker
+
+    def start_sweeper(self) -> subprocess.Popen[bytes]:
+        """The dedicated sweep consumer: one thread on `<queue>.sweep`, so sweeps never queue behind
+        deliveries however busy the delivery worker's threads are."""
+        self._sweeper_runs += 1
+        queue = self.env["HERALD_QUEUE_NAME"]
+        self.sweeper, self.sweeper_log = self._start_celery_worker(
+            f"sweeper-{self._sweeper_runs}", f"{queue}.sweep", 1, metrics_port=0
+        )
+        return self.sweeper
+
+    def heartbeat_file(self, name: str) -> Path:
+        """The liveness heartbeat file of worker `name` (e.g. "worker-1"): each worker has its own TMPDIR."""
+        return self.workdir / f"tmp-{name}" / "herald-worker-heartbeat"
+
+    def _start_celery_worker(
+        self, name: str, queues: str, concurrency: int, *, metrics_port: int
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = self.workdir / f"{name}.log"
         env = self._proc_env()
-        env["HERALD_WORKER_METRICS_PORT"] = str(self.worker_metrics_port)
+        env["HERALD_WORKER_METRICS_PORT"] = str(metrics_port)
         # As the start-up command does in production: the directory exists before any process imports
-        # prometheus_client.
-        metrics_dir = self.workdir / f"metrics-{self._worker_runs}"
+        # prometheus_client (one per process: a worker wipes it when it starts).
+        metrics_dir = self.workdir / f"metrics-{name}"
         metrics_dir.mkdir(exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        self.worker = subprocess.Popen(
+        # The liveness heartbeat file (workers/health.py) lives in TMPDIR: one per worker process here.
+        tmpdir = self.heartbeat_file(name).parent
+        tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -95,14 +200,16 @@ class Stack:
                 "-c",
                 str(concurrency),
                 "-Q",
-                f"{queue},{queue}.sweep",
+                queues,
+                "--include",
+                "workers.health",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
                 "-l",
                 "info",
                 "-n",
-                f"test{self.redis_db}-{self._worker_runs}@%h",
+                f"test{self.redis_db}-{name}@%h",
             ],
             cwd=ROOT,
             env=env,
@@ -110,8 +217,8 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(lambda: b"ready." in log_path.read_bytes(), 30, f"worker never became ready: {log_path}")
-        return self.worker
+        wait_until(lambda: b"ready." in log_path.read_bytes(), 30, f"{name} never became ready: {log_path}")
+        return proc, log_path
 
     def start_beat(self) -> subprocess.Popen[bytes]:
         log_path = self.workdir / "beat.log"
@@ -154,12 +261,14 @@ class Stack:
         return code
 
     def close(self) -> None:
-        for proc in (self.worker, self.beat):
+        for proc in (self.worker, self.sweeper, self.beat):
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        self.redis.flushdb()
+        # A private Redis may already be gone (killed by the test); there is nothing left to flush then.
+        with contextlib.suppress(redis.RedisError):
+            self.redis.flushdb()
         self.redis.close()
 
 
