@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     discord_client_secret: SecretStr | None = None
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
     discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
+
+    # Logs (issue 16): "text" keeps Celery's and uvicorn's usual lines; "json" prints one JSON object per line
+    # (time, level, logger, message, delivery_id/event_id/integration_id) for log pipelines (shared/logging.py).
+    log_format: Literal["text", "json"] = "text"
+    # Address the worker's metrics endpoint binds: every interface, as a pod needs for Prometheus to scrape it;
+    # `make run` sets 127.0.0.1 so a laptop does not expose it.
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 (deliberate default for containers, see above)
 
     @property
     def uses_dev_encryption_key(self) -> bool:
