@@ -4,8 +4,11 @@ database, worker and Redis), plus `keys rotate-encryption` against a database of
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +21,16 @@ from api.app import create_app
 from api.cli import cli
 from shared.crypto import KeyRing, generate_key_spec
 from tests.fakes.server import FakeServer, Reply
-from tests.integration.stack import ADMIN_KEY, AUTH, Stack, create_webhook, post_release, wait_for_deliveries
+from tests.fakes.slack import SlackFake
+from tests.integration.stack import (
+    ADMIN_KEY,
+    AUTH,
+    ROOT,
+    Stack,
+    create_webhook,
+    post_release,
+    wait_for_deliveries,
+)
 from tests.integration.test_management import sql, wait_delivery
 
 pytestmark = pytest.mark.integration
@@ -335,3 +347,46 @@ def test_a_redriven_delivery_shows_which_budget_an_attempt_used(live_api, api, r
     r = herald(live_api, "deliveries", "show", dead["id"])
     assert r.exit_code == 0 and "previous" in r.stdout and "current" in r.stdout
     assert not re.search(r"\s-1\s", r.stdout), r.stdout
+
+
+def _readme_tour() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Five minutes to a Slack channel", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_tour_runs_as_typed_and_again(live_api, tmp_path):
+    """Before: the tour's fixed `Idempotency-Key: ios-2.4.0-prod` made a second run a silent duplicate (the old
+    event id, nothing delivered), and its `herald` was not on the PATH after `make run`. The tour runs here as
+    written, twice, against the live API; only the API address (HERALD_API_URL for the CLI), the admin key, the Slack URL (a local fake) and
+    `.venv/bin/herald` (the console script pyproject installs, replaced by a shim to this checkout) differ."""
+    assert 'herald = "api.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    tour = _readme_tour()
+    assert ".venv/bin/herald" in tour and "$(date +%s)" in tour
+    shim = tmp_path / "herald"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'from api.cli import main; main()' \"$@\"\n")
+    shim.chmod(0o755)
+    with SlackFake() as slack:
+        script = (
+            tour.replace("localhost:8000", live_api.removeprefix("http://"))
+            .replace("hk_local_dev_admin_key", ADMIN_KEY)
+            .replace("https://hooks.slack.com/services/T/B/x", slack.webhook_url("tour"))
+            .replace(".venv/bin/herald", str(shim))
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HERALD_API_URL": live_api}
+        events = []
+        for run in range(2):
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"run {run}:\n{done.stdout}\n{done.stderr}"
+            # Step 2 prints the route, step 4 the event (one JSON document each), then the deliveries table.
+            printed = [json.loads(line)["data"] for line in done.stdout.splitlines() if line.startswith("{")]
+            events += [data for data in printed if "deliveries" in data]
+        assert len(events) == 2 and events[0]["id"] != events[1]["id"]
+        # The second run added a second integration and route to the same channel: its event arrives twice.
+        assert len(slack.wait_for(slack.webhook_path("tour"), 3)) == 3
