@@ -4,7 +4,8 @@
   (`time`, `level`, `logger`, `message`, plus `delivery_id`, `event_id`, `integration_id`, ... when a call passes
   them with `extra=`) for Kubernetes log pipelines.
 - Every URL in a log line keeps its scheme, host and port and loses its path, query and credentials: webhook URLs
-  carry their secret in the path (Slack, Discord, Teams), so a URL must never reach a log in full.
+  carry their secret in the path (Slack, Discord, Teams), so a URL must never reach a log in full. uvicorn's
+  access lines keep the request path but not its query string (an OAuth callback's code).
 - The sweeper runs every second; Celery's "Task herald.sweep[...] received/succeeded" lines and beat's
   "Sending due task sweep" are logged at DEBUG (beat's first one stays at INFO, as proof that beat runs).
 
@@ -45,6 +46,7 @@ SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery.task")
 TASK_RECEIVED_LOGGER = "celery.worker.strategy"
 TASK_TRACE_LOGGER = "celery.app.trace"
 BEAT_LOGGER = "celery.beat"
+ACCESS_LOGGER = "uvicorn.access"
 
 _URL = re.compile(r"\b((?:https?|wss?)://)(?:[^@/\s?#'\"]*@)?([^/\s?#'\"]+)[/?#][^\s'\"<>]*", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"\b((?:https?|wss?)://)[^@/\s?#'\"]*@", re.IGNORECASE)
@@ -60,6 +62,12 @@ class RedactingFilter(logging.Filter):
     """A handler filter that renders the message once and removes what URLs carry (see module docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER and isinstance(record.args, tuple) and len(record.args) == 5:
+            # uvicorn's access line: (client, method, path with query, HTTP version, status). A query string may
+            # carry a secret (an OAuth callback's code), so only the path is logged.
+            client, method, path, version, status = record.args
+            if isinstance(path, str) and "?" in path:
+                record.args = (client, method, path.split("?", 1)[0] + "?********", version, status)
         message = record.getMessage()
         redacted = redact_urls(message)
         if redacted != message:

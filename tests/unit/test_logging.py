@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,7 @@ from shared.logging import (
 from shared.tasknames import TASK_DELIVER, TASK_SWEEP
 
 SECRET = "T000/B000/s3cr3t-t0ken"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -119,3 +123,32 @@ def test_beat_keeps_its_first_sweep_line(set_level):
     first, second = (_emit(BEAT_LOGGER, logging.INFO, fmt, ("sweep", TASK_SWEEP)) for _ in range(2))
     other = _emit(BEAT_LOGGER, logging.INFO, fmt, ("retention", "herald.retention"))
     assert [chatter.filter(r) for r in (first, second, other)] == [True, False, True]
+
+
+def test_the_api_under_uvicorn_logs_json_without_query_strings():
+    """configure_logging over uvicorn's own logging config (as the API's lifespan runs it): uvicorn's error and
+    access loggers print JSON too, and an access line keeps the path but not the query. A subprocess, so the
+    test's own logging is left alone."""
+    script = """
+import logging, logging.config
+import uvicorn.config
+from shared.config import Settings
+from shared.logging import configure_logging
+logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+configure_logging(Settings(log_format="json"))
+logging.getLogger("uvicorn.error").info("Uvicorn running on http://127.0.0.1:8000/x")
+logging.getLogger("uvicorn.access").info(
+    '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/v1/oauth/slack/callback?code=s3cret&state=x", "1.1", 302
+)
+logging.getLogger("api.app").warning("using the built-in development encryption key")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT, check=True
+    )
+    # uvicorn's access lines go to stdout, the others to stderr: every line of both is one JSON object.
+    records = {r["logger"]: r for r in map(json.loads, (done.stdout + done.stderr).splitlines())}
+    assert sorted(records) == ["api.app", "uvicorn.access", "uvicorn.error"]
+    assert records["uvicorn.error"]["message"] == "Uvicorn running on http://127.0.0.1:8000/********"
+    access = records["uvicorn.access"]["message"]
+    assert "/v1/oauth/slack/callback?********" in access and "s3cret" not in access
+    assert records["api.app"]["level"] == "WARNING"
