@@ -12,16 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from api.cli_client import ApiClient, Json, call, err, out, print_json, short_time, table
+from api.cli_client import ApiClient, HeraldTyper, Json, call, err, out, print_json, short_time, table, when
 from api.cli_dlq import dlq_cli, routes_cli
 from shared.config import Settings
 from shared.crypto import generate_key_spec
 
-cli = typer.Typer(help="Herald: queue-backed notification delivery.", no_args_is_help=True)
-db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
-keys_cli = typer.Typer(help="API keys, and re-encrypting stored secrets.", no_args_is_help=True)
-integrations_cli = typer.Typer(help="Integrations (destinations).", no_args_is_help=True)
-deliveries_cli = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
+cli = HeraldTyper(help="Herald: queue-backed notification delivery.", no_args_is_help=True)
+db_cli = HeraldTyper(help="Database schema.", no_args_is_help=True)
+keys_cli = HeraldTyper(help="API keys, and re-encrypting stored secrets.", no_args_is_help=True)
+integrations_cli = HeraldTyper(help="Integrations (destinations).", no_args_is_help=True)
+deliveries_cli = HeraldTyper(help="Deliveries and their attempts.", no_args_is_help=True)
 for sub, name in (
     (db_cli, "db"),
     (keys_cli, "keys"),
@@ -104,6 +104,8 @@ def keys_rotate_encryption(
 
 # API keys
 
+_KEYS_LIST_FLAGS = {"include_revoked": "--all"}
+
 
 @keys_cli.command("create")
 def keys_create(
@@ -114,12 +116,24 @@ def keys_create(
     as_json: Json = False,
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    data = call(ctx, "POST", "/v1/keys", body={"name": name, "scopes": scope, "project": project})
+    data = call(
+        ctx,
+        "POST",
+        "/v1/keys",
+        body={"name": name, "scopes": scope, "project": project},
+        flags={"scopes": "--scope", "project": "--project", "name": "NAME"},
+    )
     if as_json:
         print_json(data)
         return
-    out.print(f"created key {data['id']} ({', '.join(data['scopes'])}); store it now, it is not shown again:")
-    typer.echo(data["key"])
+    bound = f", project {data['project']}" if data.get("project") else ""
+    out.print(
+        f"created API key {data['name']!r} (scopes {', '.join(data['scopes'])}{bound})", highlight=False
+    )
+    # Plain echo, one value per line: nothing wraps or styles the values a user copies.
+    typer.echo(f"id: {data['id']}")
+    typer.echo(f"API key (shown once): {data['key']}")
+    err.print("[yellow]Store the API key now: only its hash is kept, it cannot be shown again.[/yellow]")
 
 
 @keys_cli.command("list")
@@ -129,7 +143,13 @@ def keys_list(
     as_json: Json = False,
 ) -> None:
     """List API keys (never the keys themselves)."""
-    data = call(ctx, "GET", "/v1/keys", params={"include_revoked": str(include_revoked).lower()})
+    data = call(
+        ctx,
+        "GET",
+        "/v1/keys",
+        params={"include_revoked": str(include_revoked).lower()},
+        flags=_KEYS_LIST_FLAGS,
+    )
     if as_json:
         print_json(data)
         return
@@ -148,6 +168,7 @@ def keys_list(
             ]
             for k in data
         ),
+        hide_first=("created", "project", "prefix"),
     )
 
 
@@ -173,9 +194,16 @@ def integrations_list(
     if as_json:
         print_json(data)
         return
+    # recent_outcomes: what happened to the integration's deliveries lately, beside the failing flag (which
+    # only auth and target errors set): an integration whose every delivery died is not "ok".
+    windows = {i["recent_outcomes"]["window_s"] for i in data if i.get("recent_outcomes")}
+    recent = f"last {_duration(windows.pop())}" if len(windows) == 1 else "recent"
+    columns = ["id", "name", "provider", "project", "enabled", "status"]
+    if any(i.get("recent_outcomes") for i in data):
+        columns.append(recent)
     table(
         "Integrations",
-        ["id", "name", "provider", "project", "enabled", "status"],
+        columns,
         (
             [
                 i["id"],
@@ -184,10 +212,23 @@ def integrations_list(
                 i["project"] or "(all)",
                 "yes" if i["enabled"] else "no",
                 f"failing: {i['failing_reason']}" if i["failing"] else "ok",
-            ]
+                _outcomes(i.get("recent_outcomes")),
+            ][: len(columns)]
             for i in data
         ),
+        hide_first=("project", "enabled", "provider"),
     )
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 86400}d" if s % 86400 == 0 else f"{s // 3600}h" if s % 3600 == 0 else f"{s}s"
+
+
+def _outcomes(recent: dict[str, Any] | None) -> str:
+    if not recent:
+        return ""
+    return f"{recent['delivered']} delivered, {recent['retrying']} retrying, {recent['dead']} dead"
 
 
 @integrations_cli.command("test")
@@ -220,18 +261,37 @@ def integrations_test(
         raise typer.Exit(1)
 
 
+def _budget(redrives_ago: int) -> str:
+    # Attempts made before a redrive keep their rows; the redrive gave the delivery a fresh budget.
+    if not redrives_ago:
+        return "current"
+    return "previous" if redrives_ago == 1 else f"{redrives_ago} redrives ago"
+
+
+def _cause(d: dict[str, Any]) -> str:
+    """The error class and its cause: "provider_unavailable: connection failed: Name or service not known"."""
+    parts = [p for p in (d.get("last_error_class"), d.get("last_error_detail")) if p]
+    return ": ".join(parts)
+
+
 def _print_delivery(d: dict[str, Any]) -> None:
     out.print(
         f"delivery {d['id']}  [bold]{d['state']}[/bold]  {d['event_type']} {d['project']}  "
-        f"attempts={d['attempt_count']}" + (f"  reason={d['dead_reason']}" if d["dead_reason"] else "")
+        f"attempts={d['attempt_count']}" + (f"  reason={d['dead_reason']}" if d["dead_reason"] else ""),
+        soft_wrap=True,
+        highlight=False,
     )
+    if _cause(d):
+        out.print(f"cause: {_cause(d)}", soft_wrap=True, highlight=False)
+    if d.get("next_attempt_at"):
+        out.print(f"next attempt: {when(d['next_attempt_at'])}", soft_wrap=True, highlight=False)
     table(
         "Attempts",
         ["#", "budget", "started", "ms", "outcome", "status", "error", "response"],
         (
             [
                 a["attempt_no"],
-                "current" if not a["redrives_ago"] else f"-{a['redrives_ago']}",
+                _budget(a["redrives_ago"]),
                 short_time(a["started_at"]),
                 f"{a['duration_ms']:.0f}",
                 a["outcome"],
@@ -241,6 +301,7 @@ def _print_delivery(d: dict[str, Any]) -> None:
             ]
             for a in d["attempts"]
         ),
+        ids=(),
     )
 
 
@@ -268,26 +329,35 @@ def deliveries_list(
 ) -> None:
     """An integration's recent deliveries, newest first."""
     data = call(
-        ctx, "GET", f"/v1/integrations/{integration_id}/deliveries", params={"state": state, "limit": limit}
+        ctx,
+        "GET",
+        f"/v1/integrations/{integration_id}/deliveries",
+        params={"state": state, "limit": limit},
+        flags={"integration_id": "INTEGRATION_ID", "state": "--state", "limit": "--limit"},
     )
     if as_json:
         print_json(data)
         return
+    items = data["items"]
+    columns = ["id", "created", "event", "state", "attempts", "cause"]
+    if any(d.get("next_attempt_at") for d in items):
+        columns.append("next attempt")
     table(
         "Deliveries",
-        ["id", "created", "event", "project", "state", "attempts", "last error"],
+        columns,
         (
             [
                 d["id"],
                 short_time(d["created_at"]),
-                d["event_type"],
-                d["project"],
+                f"{d['event_type']} {d['project']}",
                 d["state"],
                 d["attempt_count"],
-                d["last_error_class"],
-            ]
-            for d in data["items"]
+                _cause(d),
+                when(d.get("next_attempt_at"), compact=True),
+            ][: len(columns)]
+            for d in items
         ),
+        hide_first=("created", "attempts", "event"),
     )
 
 

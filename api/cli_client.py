@@ -8,15 +8,19 @@ Exit codes: 0 success; 1 the API refused (its `error_code` and message are print
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
+
+from api.cli_table import render_table
 
 out = Console()
 err = Console(stderr=True)
@@ -26,10 +30,11 @@ EXIT_UNREACHABLE = 3
 
 
 class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = EXIT_API_ERROR) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_API_ERROR, error_code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.error_code = error_code
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -84,7 +89,8 @@ class ApiClient:
         if not isinstance(envelope, dict) or "success" not in envelope:
             raise CliError(f"the API answered HTTP {status} with an unexpected body", EXIT_UNREACHABLE)
         if not envelope["success"]:
-            raise CliError(f"{envelope.get('error_code')}: {envelope.get('error')} (HTTP {status})")
+            code = envelope.get("error_code")
+            raise CliError(f"{code}: {envelope.get('error')} (HTTP {status})", error_code=code)
         return envelope.get("data")
 
 
@@ -96,32 +102,108 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    t = Table(title=title, show_lines=False)
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    count = 0
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-        count += 1
-    if count:
-        out.print(t)
-    else:
-        out.print(f"[dim]no {title.lower()}[/dim]")
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    ids: Iterable[str] = ("id",),
+    hide_first: Sequence[str] = (),
+) -> int:
+    """A table on stdout that fits the terminal and never breaks an id (api/cli_table.py); returns its row count."""
+    return render_table(out, title, columns, rows, ids=ids, hide_first=hide_first)
 
 
 def short_time(value: str | None) -> str:
     return (value or "")[:19].replace("T", " ")
 
 
+def when(value: str | None, now: datetime | None = None, *, compact: bool = False) -> str:
+    """An API timestamp in UTC and how far away it is: "2026-12-01 21:40:05 (in 8 s)"; `compact` drops the date
+    within a day of now (tables): "21:40:05 (in 8 s)"."""
+    if not value:
+        return ""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return short_time(value)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    delta_s = round((at - (now or datetime.now(UTC))).total_seconds())
+    ago = abs(delta_s)
+    amount = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h"
+    relative = "now" if delta_s == 0 else f"in {amount}" if delta_s > 0 else f"{amount} ago"
+    shown = (
+        f"{at.astimezone(UTC):%H:%M:%S}"
+        if compact and ago < 86400
+        else f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+    )
+    return f"{shown} ({relative})"
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
 
 
-def call(ctx: typer.Context, method: str, path: str, **kwargs: Any) -> Any:
-    """One API call with the client the `herald` callback built; errors end the command with a message."""
+def name_flags(message: str, flags: Mapping[str, str], error_code: str | None = None) -> str:
+    """The API's message with its field names replaced by the command's flags ("integration_id" -> "--integration").
+
+    Field names that are also English words ("project", "all") are replaced only where the API uses them as a
+    field: a validation error's location ("query.since: ..."), "all=true", or the list of filters of an
+    empty_selection error."""
+    for field, flag in flags.items():
+        name = re.escape(field)
+        message = re.sub(rf"(^|: )(?:(?:query|body|path)\.)?{name}(?:\.\d+)?(?=:)", rf"\g<1>{flag}", message)
+        message = re.sub(rf"(?<![\w.-]){name}=true\b", flag, message)
+        if "_" in field or error_code == "empty_selection":
+            message = re.sub(rf"(?<![\w.-]){name}(?![\w-])", flag, message)
+    return message
+
+
+def call(
+    ctx: typer.Context, method: str, path: str, *, flags: Mapping[str, str] | None = None, **kwargs: Any
+) -> Any:
+    """One API call with the client the `herald` callback built; errors end the command with a message.
+
+    `flags` maps the API's field names to this command's options, so that an error names what the user typed."""
     client: ApiClient = ctx.obj
     try:
         return client.request(method, path, **kwargs)
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        message = name_flags(exc.message, flags or {}, exc.error_code)
+        err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+# Help without "<bool>" after every flag
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    # Typer prints a type after every option, "<bool>" too, which reads as if `--all` took a value.
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class HeraldCommand(TyperCommand):
+    # Typer vendors its own click (typer._click, private): the signature is typed loosely on purpose.
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class HeraldGroup(TyperGroup):
+    # Typer vendors its own click (typer._click, private): the signature is typed loosely on purpose.
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class HeraldTyper(typer.Typer):
+    """typer.Typer whose groups and commands print flags without a type in --help."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", HeraldGroup)
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        kwargs.setdefault("cls", HeraldCommand)
+        return super().command(*args, **kwargs)

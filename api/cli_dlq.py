@@ -10,13 +10,30 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api.cli_client import Json, call, err, out, print_json, short_time, table
+from api.cli_client import HeraldTyper, Json, call, err, out, print_json, short_time, table, when
 
-dlq_cli = typer.Typer(help="The dead-letter set.", no_args_is_help=True)
-routes_cli = typer.Typer(help="Routes.", no_args_is_help=True)
+dlq_cli = HeraldTyper(
+    help="The dead-letter set: deliveries that are dead (and, with --state skipped, those skipped).",
+    no_args_is_help=True,
+)
+routes_cli = HeraldTyper(help="Routes.", no_args_is_help=True)
 
 
 # dead letters
+
+# The API's field names -> the flags of `dlq list|redrive|purge`, so that an error names what the user typed.
+DLQ_FLAGS = {
+    "ids": "--id",
+    "integration_id": "--integration",
+    "project": "--project",
+    "reason": "--reason",
+    "since": "--since",
+    "until": "--until",
+    "states": "--state",
+    "state": "--state",
+    "limit": "--limit",
+    "all": "--all",
+}
 
 
 def _selection(
@@ -42,13 +59,21 @@ def _selection(
     return body
 
 
-Ids = Annotated[list[str] | None, typer.Option("--id", help="A delivery id (repeatable).")]
+Ids = Annotated[list[str] | None, typer.Option("--id", metavar="ID", help="A delivery id (repeatable).")]
 Integration = Annotated[str | None, typer.Option("--integration", help="Integration id.")]
 Project = Annotated[str | None, typer.Option(help="Event project.")]
 Reason = Annotated[str | None, typer.Option(help="Dead reason, e.g. auth_failed, attempts_exhausted.")]
 Since = Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601 with zone).")]
 Until = Annotated[str | None, typer.Option(help="Dead before (ISO 8601 with zone).")]
-State = Annotated[list[str] | None, typer.Option("--state", help="dead (default) and/or skipped.")]
+State = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--state",
+        metavar="STATE",
+        help="dead (default) and/or skipped (repeatable). Skipped: the event came while its integration was "
+        "disabled; no call was made.",
+    ),
+]
 
 
 @dlq_cli.command("list")
@@ -73,35 +98,45 @@ def dlq_list(
         "state": state,
         "limit": limit,
     }
-    data = call(ctx, "GET", "/v1/dead-letters", params=params)
+    data = call(ctx, "GET", "/v1/dead-letters", params=params, flags=DLQ_FLAGS)
     if as_json:
         print_json(data)
         return
+    items = data["items"]
+    if not items and not data["counts_by_reason"]:
+        out.print("[dim]no dead letters[/dim]")
+        return
     table("Dead letters by reason", ["reason", "count"], sorted(data["counts_by_reason"].items()))
+    columns = ["id", "dead since", "integration", "event", "reason", "attempts", "cause"]
+    # Only a skipped row can have a next attempt (a dead letter has none until it is redriven).
+    if any(d.get("next_attempt_at") for d in items):
+        columns.append("next attempt")
     table(
         "Dead letters",
-        ["id", "dead since", "integration", "project", "event", "reason", "attempts"],
+        columns,
         (
             [
                 d["id"],
                 short_time(d["updated_at"]),
                 d["integration_name"],
-                d["project"],
-                d["event_type"],
+                f"{d['event_type']} {d['project']}",
                 d["reason"],
                 d["attempt_count"],
-            ]
-            for d in data["items"]
+                d.get("last_error_detail") or d.get("last_error_class") or "",
+                when(d.get("next_attempt_at"), compact=True),
+            ][: len(columns)]
+            for d in items
         ),
+        hide_first=("dead since", "attempts", "event", "integration"),
     )
     if data["next_cursor"]:
         out.print(
-            f"[dim]showing {len(data['items'])} of {data['total']}; narrow the filters or use --json with the API's cursor[/dim]"
+            f"[dim]showing {len(items)} of {data['total']}; narrow the filters or use --json with the API's cursor[/dim]"
         )
 
 
 def _bulk(ctx: typer.Context, action: str, body: dict[str, Any], as_json: bool) -> None:
-    result = call(ctx, "POST", f"/v1/dead-letters/{action}", body=body)
+    result = call(ctx, "POST", f"/v1/dead-letters/{action}", body=body, flags=DLQ_FLAGS)
     if result["job_id"] is not None:
         # A large set runs in the background: follow its progress.
         with Progress(
@@ -143,7 +178,13 @@ def dlq_redrive(
     everything: Annotated[bool, typer.Option("--all", help="Every dead letter (no filter).")] = False,
     as_json: Json = False,
 ) -> None:
-    """Re-queue dead letters with a fresh attempt budget (idempotent). Large sets show a progress bar."""
+    """Re-queue dead letters with a fresh attempt budget (idempotent). Large sets show a progress bar.
+
+    Replaying skipped deliveries (events that came while their integration was disabled):
+
+    enable the integration, then: herald dlq redrive --state skipped --integration ID
+
+    (the API's "states": ["skipped"]). Deliveries of an integration still disabled are left alone."""
     _bulk(
         ctx,
         "redrive",
@@ -221,6 +262,8 @@ def routes_explain(
             ]
             for r in data["routes"]
         ),
+        ids=("route",),
+        hide_first=("provider",),
     )
     for r in data["routes"]:
         if r["preview"] is not None:

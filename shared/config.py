@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
     template_max_output_bytes: int = Field(256 * 1024, ge=1024)
     template_max_render_steps: int = Field(100_000, ge=1000)
+
+    # Logs (issue 16): "text" keeps Celery's and uvicorn's usual lines; "json" prints one JSON object per line
+    # (time, level, logger, message, delivery_id/event_id/integration_id) for log pipelines (shared/logging.py).
+    log_format: Literal["text", "json"] = "text"
+    # Address the worker's metrics endpoint binds: every interface, as a pod needs for Prometheus to scrape it;
+    # `make run` sets 127.0.0.1 so a laptop does not expose it.
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 (deliberate default for containers, see above)
 
     @property
     def uses_dev_encryption_key(self) -> bool:

@@ -25,7 +25,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
-    port = get_settings().worker_metrics_port
+    settings = get_settings()
+    port, host = settings.worker_metrics_port, settings.worker_metrics_host
     if port is None:
         return
     directory = os.environ.get(MULTIPROC_ENV)
@@ -45,13 +46,13 @@ def _serve_metrics(**_: Any) -> None:
         path.mkdir(parents=True, exist_ok=True)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        server, _thread = start_http_server(port, registry=registry)
+        server, _thread = start_http_server(port, addr=host, registry=registry)
     else:
         log.warning(
             "%s is not set: pool children's metrics are not aggregated on the metrics port", MULTIPROC_ENV
         )
-        server, _thread = start_http_server(port)
-    log.info("worker metrics on port %d", server.server_port)
+        server, _thread = start_http_server(port, addr=host)
+    log.info("worker metrics on %s port %d", host, server.server_port)
 
 
 @worker_process_shutdown.connect

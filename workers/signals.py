@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from providers import registry
+from shared.config import get_settings
 from shared.db.session import dispose_engines
+from shared.logging import configure_logging, keep_first_beat_sweep_at_info
 from workers.runtime import shutdown_runtime
 
 
@@ -30,3 +40,16 @@ def _fresh_process(**_: Any) -> None:
 def _close_process(**_: Any) -> None:
     # prefork children get worker_process_shutdown; a threads-pool worker only worker_shutdown.
     shutdown_runtime()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(**_: Any) -> None:
+    # Celery installed its handlers (worker and beat alike): apply HERALD_LOG_FORMAT, URL redaction, and move the
+    # sweep's per-second lines to DEBUG (shared/logging.py).
+    configure_logging(get_settings())
+
+
+@beat_init.connect
+def _beat_started(**_: Any) -> None:
+    keep_first_beat_sweep_at_info()

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import standardwebhooks
@@ -19,14 +18,13 @@ from providers.base import Receipt, mask_config, plain_config
 from providers.webhook import ROTATION_OVERLAP_S, WebhookConfig, WebhookProvider
 from shared.errors import InvalidPayload
 from shared.rendering import RenderedMessage
+from tests.data import seed_003_payloads
 from tests.fakes.server import FakeServer
 from tests.fakes.webhook import webhook_receiver
 from tests.golden.samples import SAMPLES
 
 OLD = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3"  # base64 of 30 bytes
-# The product documents live beside the repository (../shared/seeds), as in CI.
-SEED_003 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +66,7 @@ def test_template_body_goes_on_the_wire_signed(receiver: FakeServer, path: str):
 
 
 def test_seed_003_slack_payload_as_template(receiver: FakeServer, path: str):
-    if SEED_003 is None:
-        pytest.skip("seed 003 is not on this machine")
-    text = SEED_003.read_text(encoding="utf-8")
-    source = text.split('title="Slack Webhook Payload"')[1].split("```json\n")[1].split("```")[0]
+    source = seed_003_payloads()["Slack Webhook Payload"]
     send(WebhookConfig.model_validate({"url": receiver.url(path), "template": source}))
     body = json.loads(receiver.requests(path)[0].body)
     assert "*App* : checkout" in body["blocks"][0]["text"]["text"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -23,22 +22,17 @@ from providers.render.template import (
     template_variables,
 )
 from providers.webhook import WebhookConfig
+from tests.data import seed_003_payloads
 from tests.golden.samples import SAMPLES
 
-# The product documents live beside the repository (../shared/seeds), as in CI.
-SEED_003 = next((Path(__file__).resolve().parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 
 
 def seed_payloads() -> dict[str, str]:
-    """The four sample payloads of seed 003 (Teams, Slack, Discord, RingCentral), verbatim."""
-    if SEED_003 is None:
-        pytest.skip("seed 003 is not on this machine")
-    text = SEED_003.read_text(encoding="utf-8")
-    titles = re.findall(r'\{% code title="([^"]+)"', text)
-    bodies = re.findall(r"```json\n(.*?)```", text, re.S)
-    assert len(titles) == len(bodies) == 4
-    return dict(zip(titles, bodies, strict=True))
+    """The four sample payloads of seed 003 (Teams, Slack, Discord, RingCentral), verbatim (tests/data)."""
+    payloads = seed_003_payloads()
+    assert len(payloads) == 4
+    return payloads
 
 
 def test_seed_003_payloads_render_with_devtron_variables():
