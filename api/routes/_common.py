@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.schemas import RECENT_OUTCOMES_WINDOW_S, BulkResult, IntegrationOut, RecentOutcomes
 from providers import registry
-from providers.base import mask_config, plain_config, secret_values
+from providers.base import mask_config, plain_config
 from shared import deliveries as deadletters
 from shared.crypto import DecryptError, KeyRing
 from shared.db.models import BulkJob, Delivery, Integration
