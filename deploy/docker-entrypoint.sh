@@ -1,5 +1,6 @@
 #!/bin/sh
-# The image's one entry point: `api`, `worker`, `beat`, `migrate`, `worker-alive`, `herald ...`, or any command.
+# The image's one entry point: `api`, `worker`, `sweeper`, `beat`, `migrate`, `worker-alive`, `herald ...`, or any
+# command.
 #
 # Every server command is started with `exec`, so the server replaces this shell and is the direct child of
 # tini (PID 1): SIGTERM from Kubernetes or `docker stop` reaches uvicorn or the Celery main process itself,
@@ -26,7 +27,14 @@ case "$cmd" in
     # SIGTERM is Celery's warm shutdown: stop consuming, finish the running batches (each send bounded by
     # HERALD_SEND_TIMEOUT_S), hand back what was prefetched, exit 0.
     exec celery -A workers.app worker --without-gossip --without-mingle --without-heartbeat \
-      -Q "${queue},${queue}.sweep" -l info --include workers.health "$@"
+      -Q "${queue}" -l info --include workers.health "$@"
+    ;;
+  sweeper)
+    # The sweep queue has a consumer of its own (one thread), so a sweep never waits behind deliveries.
+    export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${TMPDIR:-/tmp}/herald-metrics}"
+    rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+    exec celery -A workers.app worker --without-gossip --without-mingle --without-heartbeat \
+      -Q "${queue}.sweep" -c 1 -l info --include workers.health "$@"
     ;;
   beat)
     # Exactly one beat per installation. The schedule file is scratch (the sweep interval comes from config).
