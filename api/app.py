@@ -21,7 +21,7 @@ from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
-from api.routes import admin, events, health
+from api.routes import admin, events, gateway, health
 from shared.config import Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
 from shared.db.models import ApiKey
@@ -201,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_routes.router)
     app.include_router(events.router)
     app.include_router(admin.router)
+    gateway.include(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
     discord_token_url: str = "https://discord.com/api/oauth2/token"  # noqa: S105 (a URL, not a secret)
 
+    # Gateway (issue 11, PushGo-compatible routes). When set, every gateway route also needs
+    # `Authorization: Bearer <gateway_token>` (PushGo's PUSHGO_TOKEN); channel rows are cached per process
+    # this long, so a rotated or deleted channel stops working within it.
+    gateway_token: SecretStr | None = None
+    gateway_channel_cache_ttl_s: float = 2.0
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS
