@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,21 @@ async def end_to_end(
     }
 
 
+@contextlib.contextmanager
+def _started(herald: Herald) -> Iterator[Herald]:
+    """`with Herald(...)`, but a start-up that fails half-way still stops what it started (Herald.__enter__
+    raising leaves its API, worker and beat running, and a next run's tasks land on the orphans)."""
+    try:
+        herald.__enter__()
+    except BaseException:
+        herald.__exit__(None, None, None)
+        raise
+    try:
+        yield herald
+    finally:
+        herald.__exit__(None, None, None)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="release events and messages per phase")
@@ -182,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     # Kept after the run: api.log, worker.log and beat.log are where a failed start explains itself.
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-gateway-"))
     print(f"logs in {workdir}")
-    with receiver_process(50) as receiver_url, Herald(workdir) as herald:
+    with receiver_process(50) as receiver_url, _started(Herald(workdir)) as herald:
         api = herald.url
         release = asyncio.run(release_phase(api, args.events, args.concurrency))
         message = asyncio.run(message_phase(api, args.events, args.concurrency))
