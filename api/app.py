@@ -23,7 +23,7 @@ from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
-from api.routes import admin, events, health
+from api.routes import admin, events, gateway, health
 from api.validation import validation_response
 from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_routes.router)
     app.include_router(events.router)
     app.include_router(admin.router)
+    gateway.include(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

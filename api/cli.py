@@ -12,8 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
+from api.cli_channels import channels_cli
 from api.cli_client import ApiClient, HeraldTyper, Json, call, err, out, print_json, short_time, table, when
 from api.cli_dlq import dlq_cli, routes_cli
+from api.cli_incidents import incidents_cli
 from shared.config import Settings
 from shared.crypto import generate_key_spec
 
@@ -29,6 +31,8 @@ for sub, name in (
     (deliveries_cli, "deliveries"),
     (dlq_cli, "dlq"),
     (routes_cli, "routes"),
+    (channels_cli, "channels"),
+    (incidents_cli, "incidents"),
 ):
     cli.add_typer(sub, name=name)
 # kept for `herald db upgrade`'s messages

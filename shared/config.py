@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     # `make run` sets 127.0.0.1 so a laptop does not expose it.
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104 (deliberate default for containers, see above)
 
+    # Gateway (issue 11, PushGo-compatible routes). When set, every gateway route also needs
+    # `Authorization: Bearer <gateway_token>` (PushGo's PUSHGO_TOKEN); channel rows are cached per process
+    # this long, so a rotated or deleted channel stops working within it.
+    gateway_token: SecretStr | None = None
+    gateway_channel_cache_ttl_s: float = 2.0
+
     @property
     def uses_dev_encryption_key(self) -> bool:
         return self.encryption_keys.get_secret_value() == DEV_ENCRYPTION_KEYS

@@ -25,6 +25,14 @@ class RenderedMessage:
     # The machine-readable event, for formats that carry data rather than prose (webhooks, PagerDuty).
     data: dict[str, Any] = field(default_factory=dict)
     lifecycle_key: str | None = None
+    # Gateway events (incident | thing | message): the lifecycle's arrival sequence, PushGo's opaque E2EE
+    # `ciphertext` (carried as is to destinations that can hold it, never decrypted), the push expiry in
+    # seconds (capped at 28 days) and PushGo's own severity (for APNs interruption level / FCM priority,
+    # shared.events.PUSH_LEVELS).
+    sequence: int | None = None
+    ciphertext: str | None = None
+    ttl_s: int | None = None
+    gateway_severity: str | None = None
 
 
 def _release(event: EventFacts) -> tuple[str, str, list[tuple[str, str]]]:
@@ -66,11 +74,61 @@ def _pipeline(event: EventFacts) -> tuple[str, str, list[tuple[str, str]]]:
     return title, "", fields
 
 
+GATEWAY_KINDS = ("incident", "thing", "message")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _gateway(event: EventFacts) -> tuple[str, str, list[tuple[str, str]]]:
+    """An incident, thing or message from the gateway: the lifecycle's *current* state (so an edited message
+    shows where the lifecycle is now), with this dispatch's message as the text."""
+    p = event.payload
+    state: dict[str, Any] = p.get("state") or {}
+    dispatch: dict[str, Any] = p.get("dispatch") or {}
+    fields: list[tuple[str, str]] = []
+    if event.kind == "incident":
+        title = str(state.get("title") or "Incident")
+        status = str(state.get("status") or "")
+        if state.get("open") is False:
+            title = f"[CLOSED] {title}"
+        text = str(dispatch.get("message") or state.get("message") or "")
+        fields.append(("Status", status))
+        fields.append(("Severity", str(state.get("severity") or "")))
+    elif event.kind == "thing":
+        title = str(state.get("title") or f"Thing {p.get('thing_id')}")
+        lifecycle_state = str(state.get("state") or "active")
+        if lifecycle_state != "active":
+            title = f"[{lifecycle_state.upper()}] {title}"
+        text = str(state.get("description") or "")
+        fields.append(("State", lifecycle_state))
+        if state.get("location_type"):
+            fields.append(("Location", f"{state['location_type']}: {state.get('location_value')}"))
+    else:
+        title = str(dispatch.get("title") or "Message")
+        text = str(dispatch.get("body") or "")
+    if event.kind == "incident" and state.get("description"):
+        fields.append(("Description", str(state["description"])))
+    for key, value in (state.get("attrs") or {}).items():
+        fields.append((str(key), _fmt(value)))
+    tags = state.get("tags") or dispatch.get("tags") or []
+    if tags:
+        fields.append(("Tags", ", ".join(str(t) for t in tags)))
+    return title, text, fields
+
+
 def render(event: EventFacts) -> RenderedMessage:
     if event.kind == "release":
         title, text, fields = _release(event)
     elif event.kind == "pipeline":
         title, text, fields = _pipeline(event)
+    elif event.kind in GATEWAY_KINDS and "lifecycle" in event.payload:
+        title, text, fields = _gateway(event)
     else:
         title = str(event.payload.get("title") or event.type)
         text = str(event.payload.get("message") or "")
@@ -87,6 +145,8 @@ def render(event: EventFacts) -> RenderedMessage:
         "created_at": event.created_at.isoformat(),
         **{k: v for k, v in event.payload.items() if k not in ("type",)},
     }
+    gateway = event.kind in GATEWAY_KINDS and "lifecycle" in event.payload
+    dispatch = event.payload.get("dispatch") or {}
     return RenderedMessage(
         kind=event.kind,
         event_type=event.type,
@@ -94,8 +154,12 @@ def render(event: EventFacts) -> RenderedMessage:
         text=text,
         severity=event.severity,
         fields=fields,
-        link=event.payload.get("url"),
+        link=(dispatch.get("url") if gateway else event.payload.get("url")),
         footer=f"Herald · {event.project}",
         data=data,
         lifecycle_key=event.lifecycle_key,
+        sequence=event.sequence,
+        ciphertext=event.payload.get("ciphertext") if gateway else None,
+        ttl_s=event.payload.get("ttl_s") if gateway else None,
+        gateway_severity=dispatch.get("severity") if gateway else None,
     )

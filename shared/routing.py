@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from shared.events import EventFacts, severity_at_least
 
 #: the event kinds a type pattern may start with
-EVENT_KINDS = ("release", "pipeline", "incident")
+EVENT_KINDS = ("release", "pipeline", "incident", "thing", "message")
 
 
 @dataclass(frozen=True)

@@ -290,3 +290,85 @@ class BulkJob(Base):
         CheckConstraint("action IN ('redrive', 'purge')", name="bulk_job_action_valid"),
         CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="bulk_job_state_valid"),
     )
+
+
+# --- Gateway (issue 11): channels, incident/thing lifecycles, dispatches (migration 0005_gateway) ---
+
+
+class Channel(Base):
+    """A PushGo-compatible ingest credential bound to one project; the password only as a scrypt hash."""
+
+    __tablename__ = "channel"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    project: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    # Bumped by every rotate and delete: the per-process verification cache is keyed by it.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # Soft delete: the id stays reserved so a new channel cannot take over an old one's incidents.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("channel_project_idx", "project"),)
+
+
+class GatewayLifecycle(Base):
+    """The current state of an incident (PushGo Event) or a Thing, merged from its dispatches."""
+
+    __tablename__ = "gateway_lifecycle"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(16))  # incident | thing
+    object_id: Mapped[str] = mapped_column(String(64))  # the event_id or thing_id
+    channel_id: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str | None] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(String(4096))
+    status: Mapped[str | None] = mapped_column(String(24))
+    message: Mapped[str | None] = mapped_column(String(512))
+    severity: Mapped[str | None] = mapped_column(String(16))  # PushGo vocabulary: critical|high|normal|low
+    state: Mapped[str] = mapped_column(String(16))  # open|closed (incident), active|archived|deleted (thing)
+    is_open: Mapped[bool] = mapped_column(Boolean)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # tags, images, metadata, external_ids, primary_image, location: the rest of the current state
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_sequence: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        UniqueConstraint("kind", "object_id", name="gateway_lifecycle_kind_object_key"),
+        CheckConstraint("kind IN ('incident', 'thing')", name="gateway_lifecycle_kind_valid"),
+        Index("gateway_lifecycle_list_idx", "kind", "created_at", "id"),
+        Index("gateway_lifecycle_channel_idx", "kind", "channel_id", "created_at", "id"),
+        Index("gateway_lifecycle_project_idx", "kind", "project", "created_at", "id"),
+    )
+
+
+class GatewayDispatch(Base):
+    """One accepted gateway call: its op_id (idempotency per channel), answer, lifecycle sequence and event."""
+
+    __tablename__ = "gateway_dispatch"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    channel_id: Mapped[str] = mapped_column(String(64))
+    op_id: Mapped[str] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(32))
+    # sha256 of the route and the canonical body without the password: same op_id + other body = 409
+    request_hash: Mapped[str] = mapped_column(String(64))
+    lifecycle_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    sequence: Mapped[int | None] = mapped_column(Integer)
+    event_row_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    event_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        UniqueConstraint("channel_id", "op_id", name="gateway_dispatch_op_key"),
+        Index("gateway_dispatch_lifecycle_idx", "lifecycle_id", "sequence"),
+    )

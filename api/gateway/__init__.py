@@ -1,0 +1,1 @@
+"""The PushGo-compatible gateway: request validation, lifecycle state and the dispatch transaction."""
