@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS
-from shared.events import PIPELINE_TYPES, RELEASE_TYPES
+from shared.events import PIPELINE_TYPES, RELEASE_TYPES, route_severity
 from shared.routing import EVENT_KINDS, expand_type_pattern
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -278,6 +278,9 @@ class TestSent(BaseModel):
 
 
 Severity = Literal["info", "warning", "error", "critical"]
+#: A route's minimum severity in either vocabulary: Herald's scale, or the gateway's (PushGo) low/normal/high,
+#: stored on Herald's scale (shared.events.route_severity: low -> info, normal -> warning, high -> error).
+RouteSeverity = Literal["info", "warning", "error", "critical", "low", "normal", "high"]
 EventTypePattern = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_.*|]+$")]
 FilterValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 KNOWN_TYPES = (*RELEASE_TYPES, *PIPELINE_TYPES)
@@ -304,7 +307,7 @@ class RouteIn(Strict):
     environments: Annotated[list[Name], Field(max_length=50)] = []
     #: `release.*`, `pipeline.success|failure`, `release.created`, or a bare kind (`incident`); empty = all
     event_types: Annotated[list[EventTypePattern], Field(max_length=50)] = []
-    min_severity: Severity = "info"
+    min_severity: RouteSeverity = "info"
     #: pipeline events only; empty = all current and future (seed 003)
     apps: Annotated[list[FilterValue], Field(max_length=100)] = []
     clusters: Annotated[list[FilterValue], Field(max_length=100)] = []
@@ -323,6 +326,11 @@ class RouteIn(Strict):
     @classmethod
     def _types_known(cls, value: list[str]) -> list[str]:
         return [check_type_pattern(p) for p in value]
+
+    @field_validator("min_severity")
+    @classmethod
+    def _on_route_scale(cls, value: str) -> str:
+        return route_severity(value)
 
 
 class RouteOut(BaseModel):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from api.deps import Admin, DbSession, Reader
 from api.errors import ApiError, envelope, not_found
+from api.route_verdicts import load_routes, route_verdicts
 from api.routes._common import stored_config
 from api.schemas import (
     Envelope,
@@ -35,7 +36,6 @@ from shared.events import (
     release_severity,
 )
 from shared.rendering import render
-from shared.routing import route_mismatch, target_mismatch
 
 if TYPE_CHECKING:
     from providers._http import HttpClient
@@ -185,44 +185,27 @@ def explain(body: ExplainIn, request: Request, session: DbSession, _: Reader) ->
     A plain (not `async`) route on purpose: FastAPI runs it on its thread pool, so rendering user payload
     templates (bounded, but up to a fraction of a second each) never stalls the API's event loop."""
     facts = _sample_event(body)
-    routes = list(session.scalars(select(Route).order_by(Route.created_at, Route.id)))
-    integrations = (
-        {
-            i.id: i
-            for i in session.scalars(
-                select(Integration).where(Integration.id.in_({r.integration_id for r in routes}))
-            )
-        }
-        if routes
-        else {}
-    )
-    planned: list[uuid.UUID] = []
+    routes, integrations = load_routes(session)
     out: list[ExplainRoute] = []
-    for r in routes:
-        integration = integrations[r.integration_id]
-        rule = r.rule()
-        target = integration.target()
-        reason = target_mismatch(facts, target) or route_mismatch(facts, rule)
-        would: str | None = None
+    verdicts = route_verdicts(facts, routes, integrations)
+    for v in verdicts:
         preview = preview_error = None
-        if reason is None:
-            if integration.id not in planned:
-                planned.append(integration.id)
-                would = "pending" if integration.enabled else "skipped"
-            preview, preview_error = _preview(request, integration, facts)
+        if v.reason is None:
+            preview, preview_error = _preview(request, v.integration, facts)
         out.append(
             ExplainRoute(
-                route_id=r.id,
-                integration_id=integration.id,
-                integration_name=integration.name,
-                provider=integration.provider,
-                matched=reason is None,
-                reason=reason,
-                would_deliver=would,
+                route_id=v.route.id,
+                integration_id=v.integration.id,
+                integration_name=v.integration.name,
+                provider=v.integration.provider,
+                matched=v.reason is None,
+                reason=v.reason,
+                would_deliver=v.would_deliver,
                 preview=preview,
                 preview_error=preview_error,
             )
         )
+    planned = [v.integration.id for v in verdicts if v.would_deliver]
     result = ExplainOut(
         event_type=facts.type,
         severity=facts.severity,

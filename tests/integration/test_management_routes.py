@@ -73,6 +73,13 @@ def test_route_crud_and_validation(api, receiver: FakeServer, project):
         422,
         "unknown_integration",
     )
+
+
+@pytest.mark.parametrize(("given", "stored"), [("low", "info"), ("normal", "warning"), ("high", "error")])
+def test_min_severity_accepts_the_gateway_vocabulary(api, receiver: FakeServer, project, given, stored):
+    """Before: `{"min_severity": "high"}` (PushGo's scale) was a 422 although gateway incidents carry it."""
+    hook = new_webhook(api, receiver.url("/sev"), project=project)
+    assert route(api, hook["id"], project=project, min_severity=given)["min_severity"] == stored
     assert api.delete(f"/v1/routes/{created['id']}", headers=AUTH).status_code == 204
     assert error_of(api.get(f"/v1/routes/{created['id']}", headers=AUTH)) == (404, "not_found")
 
