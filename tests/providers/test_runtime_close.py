@@ -11,6 +11,7 @@ import pytest
 
 from providers.apns import ApnsConfig
 from providers.email_smtp import SmtpConfig
+from shared.config import get_settings
 from shared.crypto import generate_key_spec
 from tests.fakes.apns import KEY_ID, TEAM_ID, FakeApns, device_token, generated_p8
 from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, TlsFiles, make_tls
@@ -31,8 +32,10 @@ def env(monkeypatch: pytest.MonkeyPatch, tls: TlsFiles) -> Iterator[None]:
     monkeypatch.setenv("HERALD_TLS_CA_FILE", tls.ca_file)
     monkeypatch.setenv("HERALD_ENCRYPTION_KEYS", generate_key_spec("t1"))
     shutdown_runtime()
+    get_settings.cache_clear()  # the runtime reads the (cached) process settings
     yield
     shutdown_runtime()
+    get_settings.cache_clear()
 
 
 def test_close_closes_smtp_connections_and_the_http2_client(env: None, tls: TlsFiles):
