@@ -29,6 +29,8 @@ UNKNOWN_MESSAGE = 10008
 
 class DiscordConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: where the secrets go (api/secret_destinations.py): the avatar is fetched by Discord, not sent a secret
+    destination_fields: ClassVar[frozenset[str]] = frozenset({"webhook_url"})
 
     #: https://discord.com/api/webhooks/{id}/{token} (optionally ?thread_id=...): the token makes it a secret
     webhook_url: SecretStr

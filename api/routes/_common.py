@@ -28,9 +28,13 @@ from shared.tasknames import TASK_DELIVER, TASK_REDRIVE
 MAX_PAGE = 200
 
 
-def validated_config(provider: str, config: dict[str, Any]) -> BaseModel:
+def validated_config(
+    provider: str, config: dict[str, Any], *, egress_allow_cidrs: Sequence[str] = ()
+) -> BaseModel:
+    """A config as a user typed it: unknown keys refused, and destinations the egress policy (the process's
+    allow-list) refuses are refused now rather than dead-lettered later."""
     try:
-        model = registry.config_model(provider)
+        registry.config_model(provider)
     except registry.UnknownProvider:
         raise ApiError(
             422,
@@ -38,9 +42,11 @@ def validated_config(provider: str, config: dict[str, Any]) -> BaseModel:
             f"unknown provider {provider[:32]!r}; known: {', '.join(registry.names())}",
         ) from None
     try:
-        return model.model_validate(config)
+        return registry.validate_input_config(provider, config, egress_allow_cidrs=egress_allow_cidrs)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A typo (`url` for `webhook_url`) shows first as the missing field; name the unknown key instead.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         field = ".".join(str(p) for p in first["loc"]) or "config"
         # Only the field name and pydantic's message: never the input, which may be a secret.
         raise ApiError(422, "invalid_config", f"config.{field}: {first['msg']}") from None
@@ -49,8 +55,8 @@ def validated_config(provider: str, config: dict[str, Any]) -> BaseModel:
 def stored_config(keyring: KeyRing, row: Integration) -> BaseModel:
     """The integration's config, decrypted and validated; 409 if the configured keys cannot read it."""
     try:
-        return registry.config_model(row.provider).model_validate(
-            decrypt_config(keyring, row.id, row.config_ciphertext)
+        return registry.load_stored_config(
+            row.provider, decrypt_config(keyring, row.id, row.config_ciphertext)
         )
     except (DecryptError, registry.UnknownProvider, ValidationError, ValueError):
         raise ApiError(

@@ -69,7 +69,9 @@ def _get(session: DbSession, integration_id: uuid.UUID, *, lock: bool = False) -
 
 @router.post("", status_code=201, response_model=Envelope[IntegrationOut])
 def create_integration(body: IntegrationIn, request: Request, session: DbSession, _: Admin) -> dict[str, Any]:
-    config = validated_config(body.provider, body.config)
+    config = validated_config(
+        body.provider, body.config, egress_allow_cidrs=request.app.state.settings.egress_allow_cidrs
+    )
     keyring: KeyRing = request.app.state.keyring
     integration_id = uuid.uuid4()
     row = Integration(
@@ -129,7 +131,11 @@ def _save(
     keyring: KeyRing = request.app.state.keyring
     if new_config is not None:
         old = stored_config(keyring, row)
-        config = validated_config(row.provider, merge_config(old, new_config, partial=partial))
+        config = validated_config(
+            row.provider,
+            merge_config(old, new_config, partial=partial),
+            egress_allow_cidrs=request.app.state.settings.egress_allow_cidrs,
+        )
         check_secret_destinations(old, config, new_config)
         # The provider may carry state over (the webhook keeps a rotated signing secret for an overlap).
         config = registry.provider_class(row.provider).on_config_update(old, config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -70,7 +71,7 @@ def test_update_keeps_masked_secrets_and_names_the_bad_field(api, receiver: Fake
     )
     assert r.status_code == 200, r.text
     shown = r.json()["data"]
-    assert shown["config"]["url"] == "http://127.0.0.1/********"
+    assert shown["config"]["url"] == f"http://127.0.0.1:{urlsplit(url).port}/********"
     assert shown["config"]["headers"] == {"Authorization": "********"}
     assert SECRET_PATH_TOKEN not in r.text and HEADER_SECRET not in r.text
     assert shown["redriven"] == 0  # the new header is a secret change, but there was nothing dead

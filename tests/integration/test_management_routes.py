@@ -74,12 +74,6 @@ def test_route_crud_and_validation(api, receiver: FakeServer, project):
         "unknown_integration",
     )
 
-
-@pytest.mark.parametrize(("given", "stored"), [("low", "info"), ("normal", "warning"), ("high", "error")])
-def test_min_severity_accepts_the_gateway_vocabulary(api, receiver: FakeServer, project, given, stored):
-    """Before: `{"min_severity": "high"}` (PushGo's scale) was a 422 although gateway incidents carry it."""
-    hook = new_webhook(api, receiver.url("/sev"), project=project)
-    assert route(api, hook["id"], project=project, min_severity=given)["min_severity"] == stored
     assert api.delete(f"/v1/routes/{created['id']}", headers=AUTH).status_code == 204
     assert error_of(api.get(f"/v1/routes/{created['id']}", headers=AUTH)) == (404, "not_found")
 
@@ -161,3 +155,10 @@ def test_explain_every_route_with_reason_or_preview_and_nothing_sent(api, stack:
     assert (
         error_of(api.post("/v1/routes/explain", headers=AUTH, json={"kind": "deploy", "event": {}}))[0] == 422
     )
+
+
+@pytest.mark.parametrize(("given", "stored"), [("low", "info"), ("normal", "warning"), ("high", "error")])
+def test_min_severity_accepts_the_gateway_vocabulary(api, receiver: FakeServer, project, given, stored):
+    """Before: `{"min_severity": "high"}` (PushGo's scale) was a 422 although gateway incidents carry it."""
+    hook = new_webhook(api, receiver.url("/sev"), project=project)
+    assert route(api, hook["id"], project=project, min_severity=given)["min_severity"] == stored
