@@ -5,6 +5,7 @@ lines; the worker's metrics bind HERALD_WORKER_METRICS_HOST."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import uuid
 
@@ -38,7 +39,9 @@ def test_sweeps_are_quiet_at_info_and_no_log_line_holds_the_url_secret(
     assert delivery["state"] == "delivered" and delivery["attempt_count"] == 3
 
     worker_log, beat_log = _logs(stack)
-    assert f"{TASK_SWEEP}[" not in worker_log
+    # Routine lines only: a sweep that expired or raised (a loaded machine, a database restart) still says so.
+    routine = re.compile(rf"Task {re.escape(TASK_SWEEP)}\[[^\]]+\] (received|succeeded)")
+    assert not routine.search(worker_log)
     assert f"Task {TASK_DELIVER}[" in worker_log and "received" in worker_log and "succeeded" in worker_log
     # beat's first sweep stays at INFO: the proof that beat runs.
     assert beat_log.count(f"({TASK_SWEEP})") == 1
