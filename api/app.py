@@ -29,6 +29,7 @@ from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
 from shared.db.models import ApiKey
 from shared.db.session import session_factory
+from shared.logging import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Over uvicorn's own logging config, which is installed by now: HERALD_LOG_FORMAT, URLs redacted.
+        configure_logging(settings)
         await app.state.event_store.open()
         _bootstrap_admin_key(app, settings)
         yield

@@ -151,6 +151,8 @@ class ConsumeTick(bootsteps.StartStopStep):
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    # The same start-up refusals as the API's (dev keys in production, duplicate encryption key ids).
+    settings.check_production()
     app = Celery("herald", set_as_current=True)
     app.conf.update(celery_config(settings))
     app.steps["consumer"].add(ConsumeTick)
