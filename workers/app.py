@@ -16,10 +16,10 @@ from kombu import Exchange, Queue
 from shared.config import Settings, get_settings
 from shared.tasknames import TASK_DELIVER, TASK_FANOUT, TASK_RETENTION, TASK_SWEEP, sweep_queue
 
-# A visibility timeout well above the longest task (a batch of sends, each bounded by send_timeout_s <= 30 s,
-# plus its database writes) so a slow batch is never redelivered while running, yet short enough that a
-# SIGKILLed worker's unacked messages come back in minutes, not the default hour
-# (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway.
+# A visibility timeout well above the longest task (a task claims its rows and hands the sends to the event loop,
+# waiting at most for room under inflight_sends_per_process) so a running task is never redelivered, yet short
+# enough that a SIGKILLed worker's unacked messages come back in minutes, not the default hour
+# (celery-redis-notes.md section 1). The sweeper usually recovers sooner anyway: the claimed rows carry a lease.
 VISIBILITY_TIMEOUT_S = 300
 
 # How often the consumer's event loop wakes up at the least (see ConsumeTick).
@@ -83,8 +83,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A deliver task is a whole batch of concurrent sends; taking one message per process at a time keeps
         # the backlog visible in Redis (for KEDA and metrics) and means a shutdown has little to hand back.
         "worker_prefetch_multiplier": 1,
-        # Warm shutdown on SIGTERM finishes the running batch (bounded by send_timeout_s) and restores the
-        # rest; with nothing running, shut down straight away.
+        # Warm shutdown on SIGTERM: Celery restores what it has not started, and workers/dispatch.py waits for
+        # the sends already handed to the loop (bounded by their deadlines); with nothing running, at once.
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_soft_shutdown_timeout": 0.0,
         "worker_send_task_events": False,

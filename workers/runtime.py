@@ -1,8 +1,9 @@
 """What each worker process owns: one asyncio event loop (on its own thread), one HTTP client, one engine.
 
-Celery runs tasks on a pool of threads (`-P threads`): every `deliver` task hands its batch of sends to the one
-event loop and waits for the result, so a process keeps `concurrency x batch` sends in flight while the loop,
-its keep-alive connections and each provider's cached credentials are shared. Built lazily in the process that
+Celery runs tasks on a pool of threads (`-P threads`): every `deliver` and `fanout` task hands its claimed sends
+to the one event loop and returns (workers/dispatch.py records each outcome as it ends), so a process keeps up to
+`inflight_sends_per_process` sends in flight while the loop, its keep-alive connections and each provider's
+cached credentials are shared. Built lazily in the process that
 uses it and never inherited across fork (sockets shared between processes corrupt each other).
 """
 

@@ -8,17 +8,14 @@ that overruns its deadline is cut off and the attempt becomes `TransportTimeout`
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel
 
-import providers.base
-from providers.base import Provider, Receipt
+from providers.base import Provider, Receipt, max_attempt_s
 from shared.config import Settings
 from shared.deliveries import Claimed
 from shared.errors import TransportTimeout
@@ -59,32 +56,16 @@ class SendResult:
 
 
 def attempt_bound_s(config: BaseModel | None, settings: Settings) -> float:
-    """The longest one attempt may take for this config (vendor fallbacks included).
-
-    `providers.base.max_attempt_s` comes with the transport work (interface 1); until then a config's
-    `timeout_s` is the bound."""
+    """The longest one attempt may take for this config (vendor fallbacks included), as its provider says."""
     if config is None:
         return settings.send_timeout_s
-    bound = getattr(providers.base, "max_attempt_s", None)
-    if bound is not None:
-        return float(bound(config))
-    return float(getattr(config, "timeout_s", settings.send_timeout_s))
+    return float(max_attempt_s(config))
 
 
 def lease_s(attempt_s: float, settings: Settings) -> float:
     """The sending lease of an attempt: its longest time, the guard, and a margin (`sending_lease_s`) for
     claiming and recording around it."""
     return attempt_s + SEND_GUARD_S + settings.sending_lease_s
-
-
-_takes_deadline: dict[type[Any], bool] = {}
-
-
-def _accepts_deadline(sender: Provider[BaseModel]) -> bool:
-    cls = type(sender)
-    if cls not in _takes_deadline:
-        _takes_deadline[cls] = "deadline" in inspect.signature(sender.send).parameters
-    return _takes_deadline[cls]
 
 
 async def send_one(job: Job) -> SendResult:
@@ -94,7 +75,6 @@ async def send_one(job: Job) -> SendResult:
     if job.setup_error is not None or job.message is None or job.config is None or job.sender is None:
         return SendResult(job, started_at, 0.0)
     deadline = time.monotonic() + job.attempt_s
-    extra: dict[str, Any] = {"deadline": deadline} if _accepts_deadline(job.sender) else {}
     try:
         async with asyncio.timeout(job.attempt_s + SEND_GUARD_S) as cutoff:
             receipt = await job.sender.send(
@@ -103,7 +83,7 @@ async def send_one(job: Job) -> SendResult:
                 idempotency_key=str(job.claimed.id),
                 previous_ref=job.claimed.previous_ref,
                 progress=job.claimed.progress,
-                **extra,
+                deadline=deadline,
             )
         return SendResult(job, started_at, (time.perf_counter() - t0) * 1000, receipt=receipt)
     except TimeoutError as exc:
