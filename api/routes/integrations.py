@@ -153,6 +153,9 @@ def _save(
                 "project_mismatch",
                 f"project: {conflicting} route(s) of this integration are for other projects; change them first",
             )
+    if fields.get("enabled") is False and row.enabled:
+        # Its queued work is skipped now (replayable), not left for a claim to find; in the same transaction.
+        deadletters.skip_integration(session, row.id)
     for name, value in fields.items():
         setattr(row, name, value)
     row.updated_at = datetime.now(UTC)
