@@ -269,7 +269,8 @@ def test_the_cause_and_the_next_attempt_are_shown(live_api, api, project):
     [dead] = wait_for_deliveries(api, post_release(api, dead_project))
     assert dead["state"] == "dead" and dead["last_error_detail"]
     r = herald(live_api, "dlq", "list", "--project", dead_project)
-    assert r.exit_code == 0 and dead["last_error_detail"] in r.stdout, r.stdout
+    # The table shortens a long cause; the failure itself (the unknown host) stays in view.
+    assert r.exit_code == 0 and "connection failed: no-such-host.invalid" in r.stdout, r.stdout
 
 
 def test_integrations_list_shows_recent_outcomes(live_api, api, receiver: FakeServer, project):
