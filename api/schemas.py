@@ -312,6 +312,9 @@ class RouteIn(Strict):
     apps: Annotated[list[FilterValue], Field(max_length=100)] = []
     clusters: Annotated[list[FilterValue], Field(max_length=100)] = []
     pipelines: Annotated[list[FilterValue], Field(max_length=100)] = []
+    #: one message per lifecycle (incident, thing, release, pipeline run), edited where the vendor allows;
+    #: false = every state is a new message
+    edit_in_place: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -343,6 +346,7 @@ class RouteOut(BaseModel):
     apps: list[str]
     clusters: list[str]
     pipelines: list[str]
+    edit_in_place: bool
     created_at: datetime
 
 

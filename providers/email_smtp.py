@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
 import ssl
 import time
@@ -105,7 +106,14 @@ class SmtpConfig(EmailConfig):
         return self.security == "tls" or (self.security is None and self.port == IMPLICIT_TLS_PORT)
 
 
-def build_message(content: EmailContent, config: EmailConfig, *, message_id_key: str) -> EmailMessage:
+# A Message-ID we produced (`<id@domain>`, no whitespace): only such a reference becomes a threading header.
+_MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+
+
+def build_message(
+    content: EmailContent, config: EmailConfig, *, message_id_key: str, thread_ref: str | None = None
+) -> EmailMessage:
+    """The mail; `thread_ref` (the Message-ID of the lifecycle's shown mail) makes it a reply in that thread."""
     msg = EmailMessage()
     msg["Subject"] = content.subject
     msg["From"] = config.from_address
@@ -119,6 +127,10 @@ def build_message(content: EmailContent, config: EmailConfig, *, message_id_key:
     domain = config.from_address.rsplit("@", 1)[-1].rstrip(">").strip() or "herald.local"
     msg["Message-ID"] = make_msgid(idstring=message_id_key.replace("-", ""), domain=domain)
     msg["X-Herald-Delivery"] = message_id_key
+    if thread_ref and _MESSAGE_ID.match(thread_ref):
+        # One thread per lifecycle: each state replies to the one shown before it (clients follow the chain).
+        msg["In-Reply-To"] = thread_ref
+        msg["References"] = thread_ref
     msg.set_content(content.text)
     msg.add_alternative(content.html, subtype="html")
     return msg
@@ -175,7 +187,12 @@ class SmtpProvider(Provider[SmtpConfig]):
         if not pending:
             return Receipt(target_progress={})
         content = render_email(message, subject_prefix=config.subject_prefix)
-        email = build_message(content, config, message_id_key=idempotency_key)
+        email = build_message(
+            content,
+            config,
+            message_id_key=idempotency_key,
+            thread_ref=previous_ref if message.lifecycle_key else None,
+        )
         secrets = list(secret_values(config))
         try:
             lease = await self._pool.acquire(_cache_key(config), deadline)
@@ -225,6 +242,8 @@ class SmtpProvider(Provider[SmtpConfig]):
             status_code=None,
             response_excerpt=excerpt(reply, secrets),
             target_progress=tally,
+            # A lifecycle's next state replies to this mail (its Message-ID is the reference kept in PostgreSQL).
+            provider_ref=str(email["Message-ID"]) if message.lifecycle_key else None,
         )
 
     # connection handling

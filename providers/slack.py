@@ -172,6 +172,8 @@ class SlackBotConfig(BaseModel):
     channel: str = Field(min_length=1, max_length=100, pattern=r"^[#@]?[A-Za-z0-9._-]+$")
     #: edit the earlier message of the same lifecycle (pipeline trigger -> success) instead of posting anew
     edit_in_place: bool = True
+    #: with edit_in_place: also post each new state as a reply in the edited message's thread (a history)
+    thread_replies: bool = False
     api_base_url: str = Field("https://slack.com/api", max_length=200, pattern=r"^https?://[^\s?#]+$")
     timeout_s: float = Field(10.0, gt=0, le=30)
 
@@ -234,13 +236,23 @@ class SlackBotProvider(Provider[SlackBotConfig]):
         if target is not None:
             channel, ts = target
             try:
-                return await self._call(
+                receipt = await self._call(
                     config, "chat.update", {"channel": channel, "ts": ts, **body}, deadline=deadline
                 )
             except _CannotUpdate:
                 # Deleted or too old to edit: post a new message instead, a second request of the same attempt
                 # (not a retry): it gets what is left of the same deadline, or a TransportTimeout if nothing is.
                 pass
+            else:
+                if config.thread_replies:
+                    # Same attempt and deadline; a retry repeats the (idempotent) update and this reply.
+                    await self._call(
+                        config,
+                        "chat.postMessage",
+                        {"channel": channel, "thread_ts": ts, **body, "unfurl_links": False},
+                        deadline=deadline,
+                    )
+                return receipt
         return await self._call(
             config,
             "chat.postMessage",

@@ -10,7 +10,9 @@ same module for redrive, purge and skip. It lives in `shared` because both sides
                    |-----> dead        (permanent error, or the budget spent)
     sending  -> retrying|dead          (lost: the lease ran out, the worker is presumed gone)
     pending|retrying -> skipped        (the integration is disabled; kept so it can be replayed)
-    pending|retrying -> superseded     (a newer state of the same lifecycle was sent instead)   [later issue]
+    pending|retrying -> superseded     (a newer state of the same lifecycle is, or will be, shown instead;
+                                        shared/delivery_lifecycles.py, which also makes an update wait:
+                                        pending with a later next_attempt_at, no attempt used)
     pending|retrying -> waiting -> pending (destination paced or circuit open)                 [later issue]
     dead|skipped -> pending            (redrive: fresh budget, old attempts kept)
 
@@ -92,6 +94,8 @@ class Claimed:
     paced_count: int = 0
     #: seconds since this budget's first claim, on PostgreSQL's clock, at the time of this claim
     budget_elapsed_s: float = 0.0
+    #: the lifecycle group this delivery is ordered in (NULL: not edited in place)
+    lifecycle_key: str | None = None
 
     @property
     def failures_before(self) -> int:
@@ -118,7 +122,8 @@ CLAIM_SQL = text(
        AND d.state IN ('pending', 'retrying')
        AND d.next_attempt_at <= now() + interval '50 milliseconds'
     RETURNING d.id, d.event_id, d.integration_id, d.state, d.attempt_count, d.provider_ref, d.previous_ref,
-              d.progress, d.paced_count, EXTRACT(EPOCH FROM now() - d.budget_started_at) AS budget_elapsed_s
+              d.progress, d.paced_count, EXTRACT(EPOCH FROM now() - d.budget_started_at) AS budget_elapsed_s,
+              d.lifecycle_key
     """
 )
 
@@ -151,6 +156,7 @@ def claim(session: Session, lease_s: Mapping[uuid.UUID, float]) -> tuple[list[Cl
                 r.progress,
                 r.paced_count,
                 float(r.budget_elapsed_s or 0.0),
+                r.lifecycle_key,
             )
         )
     return claimed, skipped

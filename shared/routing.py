@@ -35,6 +35,8 @@ class RouteRule:
     apps: Sequence[str] = ()
     clusters: Sequence[str] = ()
     pipelines: Sequence[str] = ()
+    #: one message per lifecycle, edited in place; off = every state is a new message
+    edit_in_place: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class PlannedDelivery:
     integration_id: uuid.UUID
     # "pending" to send; "skipped" when the integration is disabled (kept so it can be replayed)
     state: str
+    #: the matching route's option: order this delivery within its lifecycle and edit the shown message
+    edit_in_place: bool = True
 
 
 def expand_type_pattern(pattern: str) -> list[str]:
@@ -119,5 +123,7 @@ def plan(
             continue
         if route_mismatch(event, route) is not None:
             continue
-        planned[target.id] = PlannedDelivery(target.id, "pending" if target.enabled else "skipped")
+        planned[target.id] = PlannedDelivery(
+            target.id, "pending" if target.enabled else "skipped", route.edit_in_place
+        )
     return list(planned.values())

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import deliveries, metrics
+from shared import deliveries, delivery_lifecycles, metrics
 from shared.db.models import Delivery, Event, Integration
 from shared.db.sql import any_of
 from shared.deliveries import CLAIMABLE, Claimed
@@ -195,11 +195,20 @@ def claim_jobs(
     caller to count once it has committed). The caller commits, then hands the jobs off."""
     if not candidates:
         return [], []
+    candidates = _ordered_in_lifecycles(session, candidates)
     configs = _configs(runtime, integrations.values())
     claimed, skipped = deliveries.claim(session, _leases(runtime, candidates, configs))
     integration_of = dict(candidates)
     skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
     return _jobs(runtime, claimed, events, integrations, configs), skipped_providers
+
+
+def _ordered_in_lifecycles(
+    session: Session, candidates: list[tuple[uuid.UUID, uuid.UUID]]
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """The candidates a lifecycle lets go now: an update waits for its root, older states are superseded."""
+    gated = delivery_lifecycles.gate(session, [d for d, _ in candidates])
+    return [(d, i) for d, i in candidates if d in gated.allowed]
 
 
 def count_skipped(providers: Iterable[str]) -> None:

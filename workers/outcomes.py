@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from providers import registry
 from providers.base import plain_config
-from shared import deliveries, metrics
+from shared import deliveries, delivery_lifecycles, metrics
 from shared.db.models import Integration
 from shared.deliveries import DeliveryState, Outcome
 from shared.errors import INTERNAL_ERROR, DeliveryError
 from shared.secrets_at_rest import encrypt_config
 from workers import retry
 from workers.configs import load_config
+from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime
 from workers.sending import SendResult
 
@@ -121,12 +122,24 @@ def record(runtime: ProcessRuntime, results: list[SendResult]) -> set[uuid.UUID]
             gone = ()
         if gone:
             removed.setdefault(integration_id, set()).update(gone)
+    groups = {
+        (o.claimed.lifecycle_key, o.claimed.integration_id) for o in outcomes if o.claimed.lifecycle_key
+    }
     with runtime.sessions() as session:
+        # Lifecycle groups first (the gate's order): an update that waited on this send is woken below.
+        delivery_lifecycles.lock_groups(session, groups)
         applied = deliveries.apply_outcomes(session, outcomes)
+        woken = delivery_lifecycles.wake(session, groups, [o.claimed.id for o in outcomes])
         _set_integration_flags(session, failing, healthy)
         for integration_id in sorted(removed):
             _remove_targets(runtime, session, integration_id, sorted(removed[integration_id]))
         session.commit()
+    if woken:
+        try:
+            publish_deliver_batches(woken)
+        except Exception:
+            # Marked as published: the sweeper republishes them after requeue_after_s.
+            log.exception("could not publish %d woken lifecycle update(s)", len(woken))
     _report(results, outcomes, applied)
     return set(applied)
 

@@ -225,7 +225,7 @@ def _headers(
         "apns-topic": config.topic,
         "apns-push-type": config.push_type,
         "apns-priority": str(config.effective_priority()),
-        "apns-expiration": str(int(time.time()) + config.expiration_s if config.expiration_s else 0),
+        "apns-expiration": _expiration(message, config),
     }
     if (cid := collapse_id(message.lifecycle_key)) is not None:
         headers["apns-collapse-id"] = cid
@@ -234,6 +234,12 @@ def _headers(
     if jwt is not None:
         headers["authorization"] = f"bearer {jwt}"
     return headers
+
+
+def _expiration(message: RenderedMessage, config: ApnsConfig) -> str:
+    """A gateway message's own `ttl` (capped at the gateway) wins over the integration's expiration_s."""
+    expiration_s = message.ttl_s if message.ttl_s is not None else config.expiration_s
+    return str(int(time.time()) + expiration_s if expiration_s else 0)
 
 
 def _reason(response: HttpResponse) -> str | None:

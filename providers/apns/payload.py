@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from shared.events import PUSH_LEVELS
 from shared.rendering import RenderedMessage
 
 MAX_PAYLOAD_BYTES = 4096
@@ -21,6 +22,10 @@ def body_text(message: RenderedMessage) -> str:
     if message.text:
         return message.text
     return "\n".join(f"{name}: {value}" for name, value in message.fields)
+
+
+#: a longer E2EE blob would crowd the alert out of the 4 KB payload; it is dropped (the webhook still has it)
+MAX_CIPHERTEXT_CHARS = 2048
 
 
 def collapse_id(lifecycle_key: str | None) -> str | None:
@@ -53,6 +58,10 @@ def build_payload(message: RenderedMessage, push_type: str, sound: str | None) -
         aps["sound"] = sound
     if message.lifecycle_key:
         aps["thread-id"] = collapse_id(message.lifecycle_key)
+    if (levels := PUSH_LEVELS.get(message.gateway_severity or "")) is not None:
+        aps["interruption-level"] = levels[0]
+    if message.ciphertext and len(message.ciphertext) <= MAX_CIPHERTEXT_CHARS:
+        custom["ciphertext"] = message.ciphertext  # PushGo's E2EE blob, untouched, for the app to decrypt
     return _fit({"aps": aps, "herald": custom}, body_text(message))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from providers.apns.payload import body_text, collapse_id
+from shared.events import PUSH_LEVELS
 from shared.rendering import RenderedMessage
 
 MAX_TOKEN_MESSAGE_BYTES = 4096
@@ -47,9 +48,17 @@ def build_message(
         "data": data,
         "android": {"priority": android_priority, "ttl": f"{ttl_s}s"},
     }
+    # A gateway message's own ttl and severity win over the integration's defaults.
+    if message.ttl_s is not None:
+        body["android"]["ttl"] = f"{message.ttl_s}s"
+    if (levels := PUSH_LEVELS.get(message.gateway_severity or "")) is not None:
+        body["android"]["priority"] = levels[1].lower()
+    if message.ciphertext:
+        data["ciphertext"] = message.ciphertext  # PushGo's E2EE blob, untouched, for the app to decrypt
     if (cid := collapse_id(message.lifecycle_key)) is not None:
-        # one visible notification per release lifecycle on the device, on both platforms
+        # one visible notification per lifecycle on the device, on both platforms
         body["android"]["collapse_key"] = cid
+        body["android"]["notification"] = {"tag": cid}
         body["apns"] = {"headers": {"apns-collapse-id": cid}}
     limit = MAX_TOPIC_MESSAGE_BYTES if "topic" in body else MAX_TOKEN_MESSAGE_BYTES
     return _fit({"message": body}, body_text(message), limit)

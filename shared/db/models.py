@@ -107,6 +107,8 @@ class Route(Base):
     apps: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
     clusters: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
     pipelines: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
+    # One message per lifecycle, edited in place (issue 11); off = every state is a new message.
+    edit_in_place: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (CheckConstraint(f"min_severity IN {SEVERITIES!r}", name="route_min_severity_valid"),)
@@ -123,6 +125,7 @@ class Route(Base):
             apps=self.apps,
             clusters=self.clusters,
             pipelines=self.pipelines,
+            edit_in_place=self.edit_in_place,
         )
 
 
@@ -212,6 +215,9 @@ class Delivery(Base):
     # The vendor message this delivery should edit in place (an earlier delivered event of the same lifecycle
     # to the same integration: a pipeline's trigger, then its success), set at fan-out.
     previous_ref: Mapped[str | None] = mapped_column(String(255))
+    # The event's lifecycle key when its route edits in place (migration 0006_lifecycle): the deliveries of one
+    # (lifecycle_key, integration) are ordered against each other (shared/delivery_lifecycles.py).
+    lifecycle_key: Mapped[str | None] = mapped_column(String(LIFECYCLE_KEY_MAX_CHARS))
     # Multi-target providers (device tokens, recipients): target -> outcome, so a retry skips delivered ones.
     progress: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     # Attempts that were the vendor pacing us (a 429/503 naming its wait): not counted against the budget.
@@ -239,6 +245,12 @@ class Delivery(Base):
         Index("delivery_delivered_at_idx", "delivered_at", postgresql_where=text("state = 'delivered'")),
         # An integration's recent deliveries, newest first (GET /v1/integrations/{id}/deliveries).
         Index("delivery_integration_created_idx", "integration_id", "created_at"),
+        Index(
+            "delivery_lifecycle_idx",
+            "lifecycle_key",
+            "integration_id",
+            postgresql_where=text("lifecycle_key IS NOT NULL"),
+        ),
     )
 
 

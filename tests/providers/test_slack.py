@@ -256,3 +256,18 @@ def test_bot_config_validation_and_preview():
     assert preview["channel"] == "C0123ABCD" and "secrettoken" not in json.dumps(preview)
     assert parse_ref("C0123ABCD:1700000000.000100") == ("C0123ABCD", "1700000000.000100")
     assert parse_ref("nonsense") is None and parse_ref(None) is None
+
+
+def test_bot_thread_replies_post_each_edit_in_the_thread_too(slack: SlackFake, slot: str):
+    """Issue 11: the integration setting `thread_replies` keeps a history under the edited message (before:
+    no such setting, the config refused it)."""
+    config = bot(slack, slot, thread_replies=True)
+    first = send(SlackBotProvider, config)
+    second = send(SlackBotProvider, config, SAMPLES["pipeline_success"], previous_ref=first.provider_ref)
+    assert second.provider_ref == first.provider_ref  # the root stays the lifecycle's message
+    [update] = slack.requests(f"/{slot}/api/chat.update")
+    root_post, reply = (json.loads(r.body) for r in slack.requests(f"/{slot}/api/chat.postMessage"))
+    assert "thread_ts" not in root_post
+    assert reply["thread_ts"] == json.loads(update.body)["ts"] and "succeeded" in reply["text"]
+    send(SlackBotProvider, bot(slack, slot), SAMPLES["pipeline_success"], previous_ref=first.provider_ref)
+    assert len(slack.requests(f"/{slot}/api/chat.postMessage")) == 2  # off by default

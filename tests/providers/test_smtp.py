@@ -452,3 +452,25 @@ def test_refused_and_unknown_names_are_retryable(tls: TlsFiles):
     assert type(refused) is ProviderUnavailable and refused.detail.startswith("connection failed")
     unknown = _mechanism_error(tls, host="herald-test.invalid", port=port)
     assert type(unknown) is ProviderUnavailable and unknown.detail.startswith("connection failed")
+
+
+def test_lifecycle_states_are_one_thread(smtp: FakeSmtp, tls: TlsFiles):
+    """Issue 11: a lifecycle's next state replies to the mail shown before it (In-Reply-To, References), and the
+    receipt keeps its Message-ID as the reference. Before: no provider_ref, no threading headers. A reference
+    that is not a Message-ID of ours (header injection) is ignored."""
+    cfg = config(smtp)
+
+    def send(key: str, previous_ref: str | None) -> Receipt:
+        async def body(p: SmtpProvider) -> Receipt:
+            return await p.send(MESSAGE, cfg, idempotency_key=key, previous_ref=previous_ref)
+
+        return with_provider(tls, body)
+
+    root = send("d-root", None)
+    reply = send("d-next", root.provider_ref)
+    send("d-bad", "<x@y>\r\nBcc: evil@example.com")
+    first, second, third = smtp.wait_for(3)
+    assert root.provider_ref == first.message["Message-ID"] and first.message["In-Reply-To"] is None
+    assert second.message["In-Reply-To"] == root.provider_ref == second.message["References"]
+    assert reply.provider_ref == second.message["Message-ID"] != root.provider_ref
+    assert third.message["In-Reply-To"] is None and third.message["Bcc"] is None

@@ -1,7 +1,7 @@
 """Fan-out: events -> one delivery row per (event, matching integration), then `deliver` batches on Redis.
 
 A task carries a batch of event ids (the API coalesces its publishes): their routes, integrations and earlier
-lifecycle messages are read in one query each, all rows go in with one INSERT, and the new deliveries of all
+routes and integrations are read in one query each, all rows go in with one INSERT, and the new deliveries of all
 events are sent together: the first `deliver_batch_size` of them are claimed in the fan-out transaction and
 handed to this process's send loop (no second Celery message, no claim or reload round trips: the common case
 of an event going to a few integrations costs one task), and the rest are published as `deliver` batches for
@@ -24,10 +24,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.db.models import Delivery, Event, Integration, Route
+from shared.db.models import Event, Integration, Route
 from shared.db.sql import any_of
 from shared.deliveries import DeliveryState
-from shared.events import EventFacts
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
 from workers import dispatch
@@ -45,12 +44,12 @@ INSERT_CHUNK_ROWS = 1000
 # republishes them after requeue_after_s.
 INSERT_DELIVERIES_SQL = text(
     """
-    INSERT INTO delivery (id, event_id, integration_id, state, queued_at, previous_ref)
+    INSERT INTO delivery (id, event_id, integration_id, state, queued_at, lifecycle_key)
     SELECT u.id, u.event_id, u.integration_id, u.state,
-           CASE WHEN u.state = 'pending' THEN now() END, u.previous_ref
+           CASE WHEN u.state = 'pending' THEN now() END, u.lifecycle_key
       FROM unnest(CAST(:ids AS uuid[]), CAST(:event_ids AS uuid[]), CAST(:integration_ids AS uuid[]),
-                  CAST(:states AS text[]), CAST(:previous_refs AS text[]))
-           AS u(id, event_id, integration_id, state, previous_ref)
+                  CAST(:states AS text[]), CAST(:lifecycle_keys AS text[]))
+           AS u(id, event_id, integration_id, state, lifecycle_key)
     ON CONFLICT ON CONSTRAINT delivery_event_integration_key DO NOTHING
     RETURNING id, state, integration_id
     """
@@ -86,12 +85,13 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
         routes = _routes_for(session, {f.project for f in facts})
         integrations = _integrations_for(session, {r.integration_id for r in routes})
         targets = {i.id: i.target() for i in integrations.values()}
-        previous = _previous_refs(session, facts)
         rows: list[tuple[uuid.UUID, uuid.UUID, str, str | None]] = []
         for fact in facts:
             for p in plan(fact, routes, targets):
+                # In a lifecycle group, the claim decides root or edit (and of which message): see
+                # shared/delivery_lifecycles.py. Off: every state is a message of its own.
                 rows.append(
-                    (fact.id, p.integration_id, p.state, previous.get((fact.lifecycle_key, p.integration_id)))
+                    (fact.id, p.integration_id, p.state, fact.lifecycle_key if p.edit_in_place else None)
                 )
         new_pending: list[tuple[uuid.UUID, uuid.UUID]] = []
         fanned: list[str] = []  # counted once committed
@@ -105,7 +105,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     "event_ids": [r[0] for r in chunk],
                     "integration_ids": [r[1] for r in chunk],
                     "states": [r[2] for r in chunk],
-                    "previous_refs": [r[3] for r in chunk],
+                    "lifecycle_keys": [r[3] for r in chunk],
                 },
             )
             for delivery_id, state, integration_id in inserted:
@@ -139,26 +139,6 @@ def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict
     return {
         i.id: i for i in session.scalars(select(Integration).where(any_of(Integration.id, integration_ids)))
     }
-
-
-def _previous_refs(session: Session, facts: list[EventFacts]) -> dict[tuple[str | None, uuid.UUID], str]:
-    """Per (lifecycle key, integration), the message reference of the latest delivered event of that lifecycle."""
-    keys = {f.lifecycle_key for f in facts if f.lifecycle_key}
-    if not keys:
-        return {}
-    rows = session.execute(
-        select(Event.lifecycle_key, Delivery.integration_id, Delivery.provider_ref)
-        .join(Event, Event.id == Delivery.event_id)
-        .where(
-            any_of(Event.lifecycle_key, keys, uuids=False),
-            ~any_of(Event.id, [f.id for f in facts]),
-            Delivery.state == DeliveryState.DELIVERED,
-            Delivery.provider_ref.is_not(None),
-        )
-        .order_by(Event.lifecycle_key, Delivery.integration_id, Delivery.delivered_at.desc())
-        .distinct(Event.lifecycle_key, Delivery.integration_id)
-    )
-    return {(key, integration_id): ref for key, integration_id, ref in rows if ref is not None}
 
 
 @shared_task(name=TASK_FANOUT, ignore_result=True)
