@@ -35,7 +35,9 @@ def alert_severity(labels: dict[str, str]) -> str:
 def group_severity(body: AlertmanagerIn) -> str:
     """The highest severity of the group's alerts, resolved ones included: the resolution reaches every
     destination the trigger reached (an incident routes on its peak)."""
-    return max((alert_severity(a.labels) for a in body.alerts), key=SEVERITY_ORDER.__getitem__)
+    # Alertmanager copies the common labels into each alert; a hand-written sender may put them only there.
+    shared = {**body.groupLabels, **body.commonLabels}
+    return max((alert_severity({**shared, **a.labels}) for a in body.alerts), key=SEVERITY_ORDER.__getitem__)
 
 
 def group_hash(group_key: str) -> str:
