@@ -9,7 +9,6 @@ status, since when), so the notification Alertmanager repeats every `repeat_inte
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -92,22 +91,9 @@ def silence_url(body: AlertmanagerIn) -> str | None:
     return f"{body.externalURL.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}')}"
 
 
-def event_time(body: AlertmanagerIn) -> float | None:
-    """The newest change the notification reports (a start, or a resolved alert's end), in Unix seconds."""
-    instants = [a.startsAt for a in body.alerts] + [a.endsAt for a in body.alerts if a.status == "resolved"]
-    parsed = [t for t in (_unix(s) for s in instants) if t is not None]
-    return max(parsed) if parsed else None
-
-
-def _unix(value: str) -> float | None:
-    try:
-        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return instant.timestamp() if instant.year > 1 else None
-
-
-def payload(body: AlertmanagerIn, *, project: str, lifecycle_key: str, source: str) -> dict[str, Any]:
+def payload(
+    body: AlertmanagerIn, *, project: str, lifecycle_key: str, source: str, received_at: float
+) -> dict[str, Any]:
     alerts = [
         {
             "status": a.status,
@@ -141,7 +127,10 @@ def payload(body: AlertmanagerIn, *, project: str, lifecycle_key: str, source: s
             "kind": "incident",
             "id": ":".join(lifecycle_key.rsplit(":", 2)[-2:]),  # <group hash>:<episode>
             "key": lifecycle_key,
-            "event_time": event_time(body),
+            # When Herald received it: Alertmanager sends a group's notifications one at a time, in order, so
+            # arrival orders them. The alerts' own times do not: once a resolved alert has been notified,
+            # Alertmanager drops it from the group and the next notification's newest time goes backwards.
+            "event_time": received_at,
         },
         **({"message": body.message} if body.message else {}),
     }

@@ -8,6 +8,7 @@ alert resolved closes it (`incident.resolved`). The event row is committed befor
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -78,15 +79,25 @@ async def post_alertmanager_event(
         event_type = "incident.resolved" if closing else "incident.updated"
     lifecycle_key = alert_group_lifecycle_key(project, mapping.group_hash(body.groupKey), episode)
     source = "grafana" if body.orgId is not None else "alertmanager"
-    payload = mapping.payload(body, project=project, lifecycle_key=lifecycle_key, source=source)
-    event_id, duplicate = await store.accept(
-        kind="incident",
-        event_type=event_type,
-        payload=payload,
-        severity=mapping.group_severity(body),
-        lifecycle_key=lifecycle_key,
-        op_id=op_id,
+    payload = mapping.payload(
+        body, project=project, lifecycle_key=lifecycle_key, source=source, received_at=time.time()
     )
+    try:
+        event_id, duplicate = await store.accept(
+            kind="incident",
+            event_type=event_type,
+            payload=payload,
+            severity=mapping.group_severity(body),
+            lifecycle_key=lifecycle_key,
+            op_id=op_id,
+        )
+    except ApiError as exc:
+        # The same state sent twice at once (an HA pair of Alertmanagers): the other request stored it first,
+        # with its own arrival time, so the payloads differ; it is still the same notification.
+        existing = await store._fetchone(_EXISTING_SQL, {"project": project, "key": op_id})
+        if exc.error_code != "idempotency_conflict" or existing is None:
+            raise
+        return accepted_response(existing[0], op_id, True)
     if not duplicate:
         request.app.state.enqueuer.fanout(str(event_id))
     return accepted_response(event_id, op_id, duplicate)
