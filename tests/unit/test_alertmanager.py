@@ -12,8 +12,10 @@ from pydantic import ValidationError
 
 from api.alertmanager import mapping
 from api.alertmanager.schemas import AlertmanagerIn
+from providers.render import slack as render_slack
 from shared.events import EventFacts
 from shared.rendering import ALERT_GROUP_SHOWN_MAX, render
+from tests.fakes.slack import block_problems
 
 
 def alert(name: str, status: str = "firing", **labels: str) -> dict[str, Any]:
@@ -157,3 +159,10 @@ def test_resolved_group_title():
     assert msg.title == "[RESOLVED] DiskFull"
     assert msg.text == "0 firing, 1 resolved"
     assert msg.link == "http://prometheus:9090/graph?g0.expr=DiskFull"
+
+
+def test_a_large_group_renders_within_slacks_block_limits():
+    many = [alert("DiskFull", instance=f"db-{n}") for n in range(200)]
+    body = render_slack.render(render(facts(notification(*many, truncatedAlerts=50))))
+    assert block_problems(body) is None
+    assert "and 240 more" in str(body)
