@@ -23,7 +23,7 @@ from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
-from api.routes import admin, events, gateway, health
+from api.routes import admin, alertmanager, events, gateway, health
 from api.validation import validation_response
 from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
@@ -199,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.state_gauges = StateGauges(settings)
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
+    app.include_router(alertmanager.router)  # before events: its `/v1/events/{kind}` catch-all answers 404
     app.include_router(events.router)
     app.include_router(admin.router)
     gateway.include(app)

@@ -12,6 +12,17 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
+# The monitoring programs the Alertmanager tests run for real (tests/integration/test_alertmanager_real.py):
+# Debian's packages, installed when missing and when this runs as root with apt-get (CI); else the test skips.
+if ! command -v alertmanager >/dev/null && ! command -v prometheus-alertmanager >/dev/null \
+  || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing prometheus-alertmanager and prometheus"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      prometheus-alertmanager prometheus >/dev/null \
+      || echo "could not install prometheus-alertmanager/prometheus: their tests will skip" >&2
+  fi
+fi
 for _ in $(seq 1 60); do
   if pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     exit 0

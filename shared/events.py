@@ -106,3 +106,9 @@ PUSH_LEVELS = {
 }
 #: the longest push expiry a gateway message may ask for (`ttl`)
 MAX_PUSH_TTL_S = 28 * 24 * 3600
+
+
+def alert_group_lifecycle_key(project: str, group_hash: str, episode: int) -> str:
+    # An Alertmanager/Grafana alert group (api/alertmanager/): one lifecycle per firing episode of the group,
+    # so a group that fires again after it resolved gets a new message rather than an edit of the old one.
+    return f"alertmanager:{project}:{group_hash}:{episode}"

@@ -122,8 +122,51 @@ def _gateway(event: EventFacts) -> tuple[str, str, list[tuple[str, str]]]:
     return title, text, fields
 
 
+#: Alertmanager / Grafana alert groups (api/alertmanager/): the firing alerts shown, then "and N more"
+ALERT_SOURCES = ("alertmanager", "grafana")
+ALERT_GROUP_SHOWN_MAX = 10
+
+
+def _alert_group(event: EventFacts) -> tuple[str, str, list[tuple[str, str]], str | None]:
+    """An alert group's current state: the firing alerts (labels and summary) up to a limit, and links to
+    the first alert's source (generatorURL) and the silence page."""
+    p = event.payload
+    alerts: list[dict[str, Any]] = p.get("alerts") or []
+    firing = [a for a in alerts if a.get("status") == "firing"]
+    resolved_count = len(alerts) - len(firing)
+    truncated = int(p.get("truncated_alerts") or 0)
+    if p.get("status") == "resolved":
+        title = f"[RESOLVED] {p.get('title')}"
+    else:
+        title = f"[FIRING:{len(firing) + truncated}] {p.get('title')}"
+    text = f"{len(firing) + truncated} firing, {resolved_count} resolved"
+    common = p.get("common_labels") or {}
+    fields: list[tuple[str, str]] = []
+    for alert in firing[:ALERT_GROUP_SHOWN_MAX]:
+        labels: dict[str, str] = alert.get("labels") or {}
+        name = labels.get("alertname") or "alert"
+        # Labels the whole group shares are said once (the title); each alert shows what tells it apart.
+        own = {k: v for k, v in labels.items() if k != "alertname" and common.get(k) != v}
+        summary = (alert.get("annotations") or {}).get("summary") or ""
+        fields.append((name, " · ".join(x for x in (summary, _fmt(own)) if x) or "firing"))
+    more = (
+        len(firing) - ALERT_GROUP_SHOWN_MAX + truncated if len(firing) > ALERT_GROUP_SHOWN_MAX else truncated
+    )
+    if more > 0:
+        fields.append(("More", f"and {more} more"))
+    if common:
+        fields.append(("Labels", _fmt(common)))
+    if p.get("silence_url"):
+        fields.append(("Silence", str(p["silence_url"])))
+    source = next((a.get("generator_url") for a in firing + alerts if a.get("generator_url")), None)
+    return title, text, fields, source
+
+
 def render(event: EventFacts) -> RenderedMessage:
-    if event.kind == "release":
+    alert_link: str | None = None
+    if event.payload.get("source") in ALERT_SOURCES and event.kind == "incident":
+        title, text, fields, alert_link = _alert_group(event)
+    elif event.kind == "release":
         title, text, fields = _release(event)
     elif event.kind == "pipeline":
         title, text, fields = _pipeline(event)
@@ -145,7 +188,11 @@ def render(event: EventFacts) -> RenderedMessage:
         "created_at": event.created_at.isoformat(),
         **{k: v for k, v in event.payload.items() if k not in ("type",)},
     }
-    gateway = event.kind in GATEWAY_KINDS and "lifecycle" in event.payload
+    gateway = (
+        event.kind in GATEWAY_KINDS
+        and "lifecycle" in event.payload
+        and event.payload.get("source") not in ALERT_SOURCES
+    )
     dispatch = event.payload.get("dispatch") or {}
     return RenderedMessage(
         kind=event.kind,
@@ -154,7 +201,7 @@ def render(event: EventFacts) -> RenderedMessage:
         text=text,
         severity=event.severity,
         fields=fields,
-        link=(dispatch.get("url") if gateway else event.payload.get("url")),
+        link=alert_link or (dispatch.get("url") if gateway else event.payload.get("url")),
         footer=f"Herald · {event.project}",
         data=data,
         lifecycle_key=event.lifecycle_key,

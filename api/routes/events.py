@@ -134,7 +134,7 @@ async def post_pipeline_event(
     )
 
 
-INGEST_KINDS = ("release", "pipeline")
+INGEST_KINDS = ("release", "pipeline", "alertmanager")  # alertmanager: api/routes/alertmanager.py
 
 
 @router.post("/{kind}", include_in_schema=False)

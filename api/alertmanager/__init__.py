@@ -1,0 +1,1 @@
+"""Alertmanager (and Grafana alerting) webhooks as incident lifecycles: request schemas and the mapping."""
