@@ -17,19 +17,19 @@ from providers.discord import DiscordConfig
 from providers.pagerduty import PagerDutyConfig
 from providers.webhook import WebhookConfig
 from shared.config import Settings
+from tests.integration.conftest import claimed_redis_db
 from workers.pacing import Ask, Pacer
-
-REDIS_DB = 13  # the last of the tests' databases (tests/integration/conftest.py)
 
 
 @pytest.fixture
 def pacer() -> Iterator[Pacer]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    client.flushdb()
-    settings = Settings(redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}", pacing_slot_grace_s=30)
-    yield Pacer(settings)
-    client.flushdb()
-    client.close()
+    with claimed_redis_db() as db:  # a test database no other session holds
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        client.flushdb()
+        settings = Settings(redis_url=f"redis://127.0.0.1:6379/{db}", pacing_slot_grace_s=30)
+        yield Pacer(settings)
+        client.flushdb()
+        client.close()
 
 
 def asks(n: int, destination: str = "discord:abc", rate: Rate | None = Rate(2.0, 1)) -> list[Ask]:
