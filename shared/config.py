@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     # A reserved slot is kept this long past its time for the delivery to come back and use it.
     pacing_slot_grace_s: float = Field(30.0, gt=0)
     # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
-    bulkhead_sends_per_destination: int = Field(4, ge=1)
+    bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)
 
     # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.

@@ -39,13 +39,17 @@ log = logging.getLogger(__name__)
 # Within this much of its slot a delivery is sent rather than rescheduled (the sweeper's own granularity).
 SLOT_SLACK_MS = 50
 
-# KEYS: [1] the destination's theoretical arrival time (ms), [2] its pause, [3] this delivery's ticket.
-# ARGV: [1] "take" | "pause", [2] interval ms (1000 / rate), [3] burst, [4] ticket grace ms | pause ms.
-# Returns the wait in ms (0: send now). Times are Redis's own clock (TIME), the same for every worker.
+# KEYS: [1] the destination's theoretical arrival time (ms), [2] its pause, [3] this delivery's ticket, [4] the
+# times of its last `burst` sends. ARGV: [1] "take" | "pause", [2] interval ms (1000 / rate), [3] burst,
+# [4] ticket grace ms | pause ms, [5] slack ms. Returns the wait in ms (0: send now). Times are Redis's own
+# clock (TIME), the same for every worker.
+# GCRA hands out the slots; the list of recent sends then checks what really went: a delivery that came back
+# late from its slot must not go right before the next one on time (vendors count a sliding window).
 LIMITER_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
 if ARGV[1] == 'pause' then
   local ms = tonumber(ARGV[4])
   if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
@@ -58,21 +62,36 @@ if paused > 0 then
   redis.call('DEL', KEYS[3])
   return paused
 end
+local slack = tonumber(ARGV[5])
+local function spacing()
+  if redis.call('LLEN', KEYS[4]) < burst then return 0 end
+  local oldest = tonumber(redis.call('LINDEX', KEYS[4], burst - 1))
+  return math.max(oldest + burst * interval - now, 0)
+end
+local function go()
+  redis.call('LPUSH', KEYS[4], now)
+  redis.call('LTRIM', KEYS[4], 0, burst - 1)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(burst * interval) + 1000)
+  return 0
+end
 local ticket = redis.call('GET', KEYS[3])
 if ticket then
   local at = tonumber(ticket)
-  if at - now <= tonumber(ARGV[5]) then
-    redis.call('DEL', KEYS[3])
-    return 0
-  end
-  return at - now
+  if at - now > slack then return at - now end
+  local wait = spacing()
+  if wait > slack then return wait end
+  redis.call('DEL', KEYS[3])
+  return go()
 end
-local burst = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat - (burst - 1) * interval
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now + interval))
-if allow_at - now <= tonumber(ARGV[5]) then return 0 end
+if allow_at - now <= slack then
+  local wait = spacing()
+  if wait <= slack then return go() end
+  allow_at = now + wait
+end
 redis.call('SET', KEYS[3], allow_at, 'PX', math.ceil(allow_at - now + tonumber(ARGV[4])))
 return allow_at - now
 """
@@ -90,7 +109,7 @@ class Ask:
 
 def _keys(destination: str, delivery_id: uuid.UUID | None) -> list[str]:
     base = f"herald:pace:{{{destination}}}"  # one hash slot per destination (Redis Cluster)
-    return [f"{base}:tat", f"{base}:pause", f"{base}:ticket:{delivery_id or ''}"]
+    return [f"{base}:tat", f"{base}:pause", f"{base}:ticket:{delivery_id or ''}", f"{base}:sent"]
 
 
 class _LocalGcra:
