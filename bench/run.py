@@ -170,7 +170,7 @@ class Herald:
             env,
             "beat.log",
         )
-        wait_http(self.url + "/readyz")
+        wait_http(self.url + "/readyz", timeout_s=120)  # a loaded 2-core machine can take longer than 30 s
         time.sleep(2)  # let the worker's pool come up
         return self
 
