@@ -101,8 +101,8 @@ class StateGauges:
             states = dict(
                 session.execute(
                     text(
-                        "SELECT state, count(*) FROM delivery WHERE state IN ('pending', 'sending', 'retrying') "
-                        "GROUP BY state"
+                        "SELECT state, count(*) FROM delivery WHERE state IN ('pending', 'sending', 'retrying', "
+                        "'waiting') GROUP BY state"
                     )
                 ).all()
             )
@@ -115,7 +115,7 @@ class StateGauges:
         metrics.OUTBOX_BACKLOG.set(outbox[0])
         metrics.OUTBOX_OLDEST_AGE.set(float(outbox[1]))
         metrics.QUEUE_OLDEST_AGE.set(float(queued_age))
-        for state in ("pending", "sending", "retrying"):
+        for state in ("pending", "sending", "retrying", "waiting"):
             metrics.DELIVERIES_BY_STATE.labels(state).set(states.get(state, 0))
         metrics.DEAD_LETTERS.clear()
         for provider, count in dead:

@@ -220,6 +220,9 @@ class IntegrationIn(Strict):
     config: dict[str, Any]
     retry_max_retries: Annotated[int, Field(ge=0, le=20)] | None = None
     retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    # Pacing: this destination's sends per second and burst (null: the provider's documented default)
+    pace_per_s: Annotated[float, Field(gt=0, le=10000)] | None = None
+    pace_burst: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
 class IntegrationPatch(Input):
@@ -232,6 +235,8 @@ class IntegrationPatch(Input):
     config: dict[str, Any] | None = None
     retry_max_retries: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     retry_base_delay_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    pace_per_s: Annotated[float, Field(gt=0, le=10000)] | None = None
+    pace_burst: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 
 #: the window `recent_outcomes` counts over
@@ -259,6 +264,8 @@ class IntegrationOut(BaseModel):
     config: dict[str, Any]
     retry_max_retries: int | None
     retry_base_delay_s: float | None
+    pace_per_s: float | None = None
+    pace_burst: int | None = None
     created_at: datetime
     updated_at: datetime
     recent_outcomes: RecentOutcomes

@@ -91,8 +91,9 @@ def receiver_process(delay_ms: float) -> Iterator[str]:
 class Herald:
     """The real system: fresh database, own Redis db, uvicorn API, worker, beat."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_env = extra_env or {}  # HERALD_* overrides for a phase of its own (bench/pacing.py)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -116,6 +117,7 @@ class Herald:
             HERALD_EGRESS_ALLOW_CIDRS="127.0.0.1/32",
             HERALD_WORKER_METRICS_PORT=str(free_port()),
         )
+        env.update(self.extra_env)
         api_env = dict(env)
         worker_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         self._spawn(
@@ -168,7 +170,7 @@ class Herald:
             env,
             "beat.log",
         )
-        wait_http(self.url + "/readyz")
+        wait_http(self.url + "/readyz", timeout_s=120)  # a loaded 2-core machine can take longer than 30 s
         time.sleep(2)  # let the worker's pool come up
         return self
 

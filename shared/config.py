@@ -139,6 +139,16 @@ class Settings(BaseSettings):
     republish_max_after_s: float = 600.0  # the longest a sweeper waits before republishing unclaimed work
     inflight_sends_per_process: int = 2000  # sends one worker process holds at once (backpressure beyond)
 
+    # Pacing (issue 12, workers/pacing.py): one limiter per destination in Redis shared by every worker; off sends
+    # as fast as the vendor lets us. Without Redis each process paces at this share of the destination's rate.
+    pacing_enabled: bool = True
+    pacing_fail_open_ratio: float = Field(0.25, gt=0, le=1)
+    # A reserved slot is kept this long past its time for the delivery to come back and use it.
+    pacing_slot_grace_s: float = Field(30.0, gt=0)
+    # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
+    bulkhead_sends_per_destination: int = Field(16, ge=1)
+    bulkhead_wait_s: float = Field(0.5, gt=0)
+
     # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
     template_max_output_bytes: int = Field(256 * 1024, ge=1024)
     template_max_render_steps: int = Field(100_000, ge=1000)

@@ -13,7 +13,7 @@ same module for redrive, purge and skip. It lives in `shared` because both sides
     pending|retrying -> superseded     (a newer state of the same lifecycle is, or will be, shown instead;
                                         shared/delivery_lifecycles.py, which also makes an update wait:
                                         pending with a later next_attempt_at, no attempt used)
-    pending|retrying -> waiting -> pending (destination paced or circuit open)                 [later issue]
+    pending|retrying -> waiting -> pending (destination paced or over its bulkhead: no attempt used)
     dead|skipped -> pending            (redrive: fresh budget, old attempts kept)
 
 Statements take row locks in id order, so two batches touching the same rows cannot deadlock.
@@ -360,7 +360,7 @@ DUE_SQL = text(
          WHERE state IN ('pending', 'retrying')
            AND next_attempt_at <= now()
            AND (queued_at IS NULL OR queued_at < now() - make_interval(secs => :requeue_after_s))
-         ORDER BY next_attempt_at
+         ORDER BY next_attempt_at, created_at
          LIMIT :limit
            FOR UPDATE SKIP LOCKED)
     RETURNING id
@@ -376,6 +376,50 @@ def events_to_fan_out(session: Session, *, grace_s: float, late_s: float, limit:
 def due_deliveries(session: Session, *, requeue_after_s: float, limit: int) -> list[uuid.UUID]:
     """Due deliveries not on the queue (or published more than `requeue_after_s` ago), stamped as published."""
     return list(session.scalars(DUE_SQL, {"requeue_after_s": requeue_after_s, "limit": limit}))
+
+
+# --- waiting: pending|retrying -> waiting -> pending (pacing, bulkheads; not an attempt) --------------------------
+
+WAIT_SQL = text(
+    """
+    UPDATE delivery d
+       SET state = 'waiting',
+           next_attempt_at = now() + make_interval(secs => w.wait_s),
+           queued_at = NULL,
+           updated_at = now()
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:wait_s AS float8[])) AS w(id, wait_s)
+     WHERE d.id = w.id AND d.state IN ('pending', 'retrying')
+    RETURNING d.id
+    """
+)
+
+WAKE_SQL = text(
+    """
+    UPDATE delivery SET state = 'pending', queued_at = NULL, updated_at = now()
+     WHERE id IN (
+        SELECT id FROM delivery
+         WHERE state = 'waiting' AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, created_at
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED)
+    RETURNING id
+    """
+)
+
+
+def wait(session: Session, wait_s: Mapping[uuid.UUID, float]) -> list[uuid.UUID]:
+    """Hold claimable deliveries for their destination: `waiting` until `wait_s` from now, attempts untouched.
+
+    Their next_attempt_at is when the destination has room; the sweeper wakes them then. The caller commits."""
+    if not wait_s:
+        return []
+    ids = sorted(wait_s)
+    return list(session.scalars(WAIT_SQL, {"ids": ids, "wait_s": [wait_s[i] for i in ids]}))
+
+
+def wake_waiting(session: Session, limit: int) -> list[uuid.UUID]:
+    """Move waiting deliveries whose time has come back to `pending` (due, unpublished); the caller commits."""
+    return list(session.scalars(WAKE_SQL, {"limit": limit}))
 
 
 # --- skip: pending|retrying -> skipped (integration disabled) --------------------------------------------------

@@ -106,3 +106,20 @@ FANOUT_PUBLISH_DROPPED = Counter(
     "herald_api_fanout_publish_dropped_total",
     "Fan-out ids left to the sweeper because the API's publish buffer was full (Redis slow or down).",
 )
+
+# pacing (issue 12): deliveries that waited for their destination (not attempts), vendor pauses shared by every
+# worker, and limiter checks that fell back to the per-process limit because Redis could not be reached.
+PACED_WAITS = Counter(
+    "herald_paced_waits_total",
+    "Deliveries that waited for room at their destination instead of sending (no attempt used).",
+    ["provider", "reason"],  # reason: rate | paused | bulkhead
+)
+DESTINATION_PAUSES = Counter(
+    "herald_destination_pauses_total",
+    "Destinations paused for every worker after the vendor named a wait (429/503 with Retry-After).",
+    ["provider"],
+)
+PACING_FAIL_OPEN = Counter(
+    "herald_pacing_fail_open_total",
+    "Limiter checks made against the per-process fallback limit because Redis was unavailable.",
+)

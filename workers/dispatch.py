@@ -29,16 +29,19 @@ from typing import Any
 
 from celery.signals import worker_shutting_down
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from providers.destinations import Rate, default_rate, destination_key
 from shared import deliveries, delivery_lifecycles, metrics
 from shared.db.models import Delivery, Event, Integration
 from shared.db.sql import any_of
 from shared.deliveries import CLAIMABLE, Claimed
+from shared.errors import RateLimited
 from shared.rendering import RenderedMessage, render
 from workers.configs import load_config
 from workers.outcomes import record
+from workers.pacing import Ask, get_pacer
 from workers.retry import RetryPolicy
 from workers.runtime import ProcessRuntime
 from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, lease_s, send_one
@@ -197,10 +200,73 @@ def claim_jobs(
         return [], []
     candidates = _ordered_in_lifecycles(session, candidates)
     configs = _configs(runtime, integrations.values())
-    claimed, skipped = deliveries.claim(session, _leases(runtime, candidates, configs))
+    leases = _leases(runtime, candidates, configs)
+    places = _admit(session, runtime, leases, integrations, configs, dict(candidates))
+    try:
+        claimed, skipped = deliveries.claim(session, leases)
+    except BaseException:
+        get_pacer(runtime.settings).leave(places.values())
+        raise
     integration_of = dict(candidates)
     skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
-    return _jobs(runtime, claimed, events, integrations, configs), skipped_providers
+    jobs = _jobs(runtime, claimed, events, integrations, configs)
+    for job in jobs:
+        job.destination = places.pop(job.id, None)
+    get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
+    return jobs, skipped_providers
+
+
+def integration_rate(integration: Integration) -> Rate | None:
+    """The destination's pace: the integration's override, else its provider's documented default."""
+    default = default_rate(integration.provider)
+    if integration.pace_per_s is not None:
+        return Rate(integration.pace_per_s, integration.pace_burst or (default.burst if default else 1))
+    if default is not None and integration.pace_burst is not None:
+        return Rate(default.per_s, integration.pace_burst)
+    return default
+
+
+def _admit(
+    session: Session,
+    runtime: ProcessRuntime,
+    leases: dict[uuid.UUID, float],
+    integrations: dict[uuid.UUID, Integration],
+    configs: dict[uuid.UUID, BaseModel | str],
+    integration_of: dict[uuid.UUID, uuid.UUID],
+) -> dict[uuid.UUID, str]:
+    """Hold back (`waiting`, no attempt used) what its destination has no room for; return the bulkhead place
+    (delivery id -> destination) of each delivery left in `leases` to claim.
+
+    Bulkhead first (local, free), then the shared limiter for those that fit. A row of a disabled integration
+    or with an unusable config is left to the claim, which skips or dead-letters it."""
+    pacer = get_pacer(runtime.settings)
+    asks: list[Ask] = []
+    for delivery_id in leases:
+        integration = integrations[integration_of[delivery_id]]
+        config = configs[integration.id]
+        if not integration.enabled or isinstance(config, str):
+            continue
+        asks.append(
+            Ask(
+                delivery_id,
+                integration.provider,
+                destination_key(integration.provider, config),
+                integration_rate(integration),
+            )
+        )
+    entered, over = pacer.enter(asks)
+    waits = {a.delivery_id: (runtime.settings.bulkhead_wait_s, "bulkhead") for a in over}
+    paced = pacer.waits(entered)
+    pacer.leave(a.destination for a in entered if a.delivery_id in paced)
+    waits.update(paced)
+    if waits:
+        held = set(deliveries.wait(session, {d: w for d, (w, _) in waits.items()}))
+        provider_of = {a.delivery_id: a.provider for a in asks}
+        for delivery_id, (_, reason) in waits.items():
+            leases.pop(delivery_id, None)
+            if delivery_id in held:
+                metrics.PACED_WAITS.labels(provider_of[delivery_id], reason).inc()
+    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}
 
 
 def _ordered_in_lifecycles(
@@ -226,7 +292,10 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
         with runtime.sessions() as session:
             rows = session.execute(
                 select(Delivery.id, Delivery.event_id, Delivery.integration_id).where(
-                    any_of(Delivery.id, delivery_ids), Delivery.state.in_(CLAIMABLE)
+                    any_of(Delivery.id, delivery_ids),
+                    Delivery.state.in_(CLAIMABLE),
+                    # not due (a duplicate message): asking the limiter would take a slot for nothing
+                    Delivery.next_attempt_at <= func.now() + text("interval '50 milliseconds'"),
                 )
             ).all()
             if not rows:
@@ -289,13 +358,15 @@ def _log_failure(future: Any) -> None:
 async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
     loop = asyncio.get_running_loop()
     _, writer = _process_state(runtime)
-    pending: set[asyncio.Task[SendResult]] = {asyncio.ensure_future(send_one(j)) for j in jobs}
+    job_of: dict[asyncio.Future[SendResult], Job] = {asyncio.ensure_future(send_one(j)): j for j in jobs}
+    pending: set[asyncio.Future[SendResult]] = set(job_of)
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             results = [t.result() for t in done]
+            get_pacer(runtime.settings).leave(r.job.destination for r in results if r.job.destination)
             try:
-                await loop.run_in_executor(writer, record, runtime, results)
+                await loop.run_in_executor(writer, _pause_and_record, runtime, results)
             except Exception:
                 # The rows stay `sending`; their lease runs out and the sweeper moves them on.
                 log.exception("could not record %d outcome(s); the sweeper will recover them", len(results))
@@ -306,6 +377,20 @@ async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: li
         if pending:  # cancelled (the loop is going away): the lease covers these
             inflight.release(len(pending))
             metrics.WORKER_INFLIGHT.dec(len(pending))
+            get_pacer(runtime.settings).leave(d for t in pending if (d := job_of[t].destination) is not None)
+
+
+def _pause_and_record(runtime: ProcessRuntime, results: list[SendResult]) -> None:
+    """A vendor that named its wait pauses that destination for every worker, then the outcomes are written."""
+    pacer = get_pacer(runtime.settings)
+    for r in results:
+        err = r.error
+        if isinstance(err, RateLimited) and err.retry_after_s is not None and r.job.destination is not None:
+            try:
+                pacer.pause(r.job.destination, r.job.provider, err.retry_after_s, None)
+            except Exception:
+                log.exception("pacing: could not pause %s", r.job.destination)
+    record(runtime, results)
 
 
 @worker_shutting_down.connect

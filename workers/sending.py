@@ -40,6 +40,8 @@ class Job:
     sender: Provider[BaseModel] | None = None
     setup_error: str | None = None  # why the job could not even be attempted
     accepted_at: datetime | None = None  # when the API accepted the event (for accept->delivered latency)
+    #: the vendor-side limit this send counts against (workers/pacing.py), when it holds a bulkhead place
+    destination: str | None = None
 
     @property
     def id(self) -> uuid.UUID:

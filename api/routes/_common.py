@@ -106,6 +106,8 @@ def integration_out(keyring: KeyRing, row: Integration, outcomes: RecentOutcomes
         config=masked,
         retry_max_retries=row.retry_max_retries,
         retry_base_delay_s=row.retry_base_delay_s,
+        pace_per_s=row.pace_per_s,
+        pace_burst=row.pace_burst,
         created_at=row.created_at,
         updated_at=row.updated_at,
         recent_outcomes=outcomes,

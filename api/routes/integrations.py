@@ -84,6 +84,8 @@ def create_integration(body: IntegrationIn, request: Request, session: DbSession
         config_key_id=keyring.primary_kid,
         retry_max_retries=body.retry_max_retries,
         retry_base_delay_s=body.retry_base_delay_s,
+        pace_per_s=body.pace_per_s,
+        pace_burst=body.pace_burst,
     )
     session.add(row)
     session.commit()

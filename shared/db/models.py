@@ -85,8 +85,16 @@ class Integration(Base):
     # Per-integration retry schedule overrides (NULL = settings default)
     retry_max_retries: Mapped[int | None] = mapped_column(SmallInteger)
     retry_base_delay_s: Mapped[float | None] = mapped_column(Float)
+    # Pacing overrides of the destination's default rate (NULL = providers/destinations.py's default)
+    pace_per_s: Mapped[float | None] = mapped_column(Float)
+    pace_burst: Mapped[int | None] = mapped_column(SmallInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        CheckConstraint("pace_per_s > 0", name="integration_pace_per_s_positive"),
+        CheckConstraint("pace_burst >= 1", name="integration_pace_burst_positive"),
+    )
 
     def target(self) -> IntegrationTarget:
         return IntegrationTarget(self.id, self.provider, self.project, self.enabled)
@@ -237,6 +245,8 @@ class Delivery(Base):
             postgresql_where=text("state IN ('pending', 'retrying')"),
         ),
         Index("delivery_lease_idx", "lease_expires_at", postgresql_where=text("state = 'sending'")),
+        # the sweeper wakes waiting deliveries (pacing) by next_attempt_at
+        Index("delivery_waiting_idx", "next_attempt_at", postgresql_where=text("state = 'waiting'")),
         Index("delivery_dead_idx", "integration_id", "updated_at", postgresql_where=text("state = 'dead'")),
         # Dead-letter listings across integrations (newest first) and retention's scan of old delivered rows.
         Index(

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from typing import Any
 
+from tests.fakes.ratelimit import RateLimit, Window
 from tests.fakes.server import FakeServer, Recorded, Reply
 
 RATE_HEADERS = {
@@ -89,8 +91,10 @@ def embed_problems(body: dict[str, Any]) -> str | None:
 
 
 class DiscordFake(FakeServer):
-    def __init__(self) -> None:
+    def __init__(self, *, rate: RateLimit | None = None) -> None:
         super().__init__(self._answer)
+        #: an enforced per-webhook limit (off by default): 429 with the body's `retry_after` over it
+        self.window = Window(rate) if rate is not None else None
         self.webhooks: dict[str, str] = {}  # id -> token
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> last body
         self._ids = itertools.count(1)
@@ -122,6 +126,8 @@ class DiscordFake(FakeServer):
             return unknown_webhook()
         if self.webhooks[webhook_id] != token:
             return error(401, 50027, "Invalid Webhook Token")
+        if self.window is not None and (wait_s := self.window.check(webhook_id)) is not None:
+            return rate_limited(round(wait_s, 3), header_s=math.ceil(wait_s))
         try:
             body = json.loads(request.body)
         except ValueError:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from typing import Any
 
+from tests.fakes.ratelimit import RateLimit, Window
 from tests.fakes.server import FakeServer, Recorded, Reply
 
 TOKEN = "xoxb-1111-2222-herald-test"
@@ -67,9 +69,11 @@ def block_problems(body: dict[str, Any]) -> str | None:
 
 
 class SlackFake(FakeServer):
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, *, rate: RateLimit | None = None) -> None:
         super().__init__(self._answer)
         self.token = token
+        #: an enforced per-webhook/per-channel limit (off by default): 429 + Retry-After over it
+        self.window = Window(rate) if rate is not None else None
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._state = threading.Lock()
@@ -89,6 +93,10 @@ class SlackFake(FakeServer):
             body = json.loads(request.body)
         except ValueError:
             body = None
+        if self.window is not None:
+            key = request.path if request.path.startswith("/services/") else str((body or {}).get("channel"))
+            if (wait_s := self.window.check(key)) is not None:
+                return rate_limited(math.ceil(wait_s), api=not request.path.startswith("/services/"))
         if request.path.startswith("/services/"):
             if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
                 return webhook_error("invalid_payload", 400)

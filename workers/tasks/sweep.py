@@ -5,7 +5,8 @@ Each run, in this order:
    after the delay workers/retry.py gives a failed attempt, with a `lost` attempt row, or to `dead` when that
    spent their budget;
 2. the outbox: events not fanned out by `next_fanout_at` get `fanout` published again, one message per batch;
-3. due work: `pending`/`retrying` deliveries whose `next_attempt_at` has come and that are not already on Redis
+3. waiting deliveries (paced, or over a bulkhead) whose time has come go back to `pending`;
+4. due work: `pending`/`retrying` deliveries whose `next_attempt_at` has come and that are not already on Redis
    (or were published long ago and never claimed) are published in `deliver` batches.
 "Long ago" grows with the broker's backlog (workers/retry.py: republish_after_s): while the queue holds
 messages the work is most likely among them, and republishing it would only multiply an overloaded system's
@@ -113,6 +114,8 @@ def sweep_once(runtime: ProcessRuntime) -> dict[str, int]:
 
     events = _rounds(runtime, outbox)
     publish_fanout(events)
+    # Waiting deliveries whose destination has room again become due, and go out with the rest below.
+    woken = _rounds(runtime, deliveries.wake_waiting)
     due = _rounds(
         runtime,
         lambda session, limit: deliveries.due_deliveries(
@@ -120,7 +123,13 @@ def sweep_once(runtime: ProcessRuntime) -> dict[str, int]:
         ),
     )
     publish_deliver_batches(due)
-    return {"lost": len(lost), "fanout": len(events), "due": len(due), "backlog": backlog}
+    return {
+        "lost": len(lost),
+        "fanout": len(events),
+        "woken": len(woken),
+        "due": len(due),
+        "backlog": backlog,
+    }
 
 
 @shared_task(name=TASK_SWEEP, ignore_result=True)

@@ -1,0 +1,207 @@
+"""Pacing and bulkheads end to end (issue 12): two worker processes share one limiter per destination in Redis.
+
+The fakes enforce their vendor's rate (Slack 1 per 1 s per webhook with 429 + Retry-After; Discord 5 per 2 s
+per webhook with the body's `retry_after`). With pacing, a burst drains at the destination's rate: every event
+delivered, no budget spent, at most a handful of 429s. The same burst with pacing off (what Herald did before
+issue 12: every worker sending as fast as it could) is answered with 429 after 429.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from tests.fakes.discord import DiscordFake
+from tests.fakes.ratelimit import RateLimit
+from tests.fakes.server import FakeServer, Reply
+from tests.fakes.slack import SlackFake
+from tests.integration.stack import AUTH, Stack, create_webhook, post_release, wait_until
+
+pytestmark = pytest.mark.integration
+
+BURST = 60
+
+
+def sql(stack: Stack, statement: str, **params: Any) -> list[Any]:
+    engine = create_engine(stack.env["HERALD_DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def create_integration(api: TestClient, provider: str, project: str, config: dict[str, Any]) -> str:
+    r = api.post(
+        "/v1/integrations",
+        headers=AUTH,
+        json={
+            "name": f"{provider}-{uuid.uuid4().hex[:6]}",
+            "provider": provider,
+            "project": project,
+            "config": config,
+        },
+    )
+    assert r.status_code == 201, r.text
+    integration_id: str = r.json()["data"]["id"]
+    r = api.post("/v1/routes", headers=AUTH, json={"integration_id": integration_id, "project": project})
+    assert r.status_code == 201, r.text
+    return integration_id
+
+
+def states(stack: Stack, integration_id: str) -> dict[str, int]:
+    rows = sql(
+        stack,
+        "SELECT state, count(*) FROM delivery WHERE integration_id = :i GROUP BY state",
+        i=uuid.UUID(integration_id),
+    )
+    return {state: n for state, n in rows}
+
+
+def burst(api: TestClient, project: str, n: int = BURST) -> None:
+    for i in range(n):
+        post_release(api, project, version=f"1.{i}.0")
+
+
+def start_two_workers(stack: Stack) -> None:
+    stack.start_beat()
+    stack.start_worker(concurrency=4)
+    first = stack.worker
+    stack.start_worker(concurrency=4, with_sweeper=False)
+    # Stack keeps one worker handle; the first one is stopped with the stack through this list.
+    stack.extra_workers = [first]  # type: ignore[attr-defined]
+
+
+def stop_extra_workers(stack: Stack) -> None:
+    import os
+    import signal
+
+    for proc in getattr(stack, "extra_workers", []):
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def exhausted(stack: Stack, integration_id: str) -> int:
+    [(n,)] = sql(
+        stack,
+        "SELECT count(*) FROM delivery WHERE integration_id = :i AND dead_reason = 'attempts_exhausted'",
+        i=uuid.UUID(integration_id),
+    )
+    return int(n)
+
+
+@pytest.mark.timeout(600)
+def test_a_discord_burst_drains_at_the_webhook_rate_across_two_workers(own_stack: Stack, project):
+    """Repro (before, the pacing-off half below): 60 events to one Discord webhook from 2 workers were sent at
+    once; the webhook (5 per 2 s) answered 429 to all but 5 of each wave, again and again."""
+    with DiscordFake(rate=RateLimit(5, 2.0)) as discord:
+        start_two_workers(own_stack)
+        try:
+            with own_stack.client() as api:
+                integration = create_integration(
+                    api, "discord", project, {"webhook_url": discord.webhook_url(project)}
+                )
+                burst(api, project)
+                wait_until(
+                    lambda: states(own_stack, integration).get("delivered", 0) == BURST,
+                    90,
+                    f"not all delivered: {states(own_stack, integration)}",
+                )
+        finally:
+            stop_extra_workers(own_stack)
+        assert discord.window is not None
+        assert discord.window.accepted == BURST
+        assert discord.window.refused <= 5, f"{discord.window.refused} 429s"
+        assert exhausted(own_stack, integration) == 0
+
+
+@pytest.mark.timeout(600)
+def test_with_pacing_off_the_same_discord_burst_is_answered_with_429s(own_stack: Stack, project):
+    """The same burst with pacing off: every worker sends as fast as it can, and the webhook refuses most."""
+    own_stack.env["HERALD_PACING_ENABLED"] = "false"
+    with DiscordFake(rate=RateLimit(5, 2.0)) as discord:
+        start_two_workers(own_stack)
+        try:
+            with own_stack.client() as api:
+                create_integration(api, "discord", project, {"webhook_url": discord.webhook_url(project)})
+                burst(api, project)
+                assert discord.window is not None
+                window = discord.window
+                wait_until(lambda: window.refused >= 30, 60, f"only {window.refused} 429s")
+        finally:
+            stop_extra_workers(own_stack)
+
+
+@pytest.mark.timeout(600)
+def test_a_slack_burst_drains_at_one_per_second_across_two_workers(own_stack: Stack, project):
+    """Repro (before): a burst to one Slack webhook (1/s) came back as 429s, each retried on its own schedule."""
+    with SlackFake(rate=RateLimit(1, 1.0)) as slack:
+        start_two_workers(own_stack)
+        try:
+            with own_stack.client() as api:
+                integration = create_integration(
+                    api, "slack", project, {"webhook_url": slack.webhook_url(project)}
+                )
+                burst(api, project)
+                wait_until(
+                    lambda: states(own_stack, integration).get("delivered", 0) == BURST,
+                    120,
+                    f"not all delivered: {states(own_stack, integration)}",
+                )
+        finally:
+            stop_extra_workers(own_stack)
+        assert slack.window is not None
+        assert slack.window.accepted == BURST
+        assert slack.window.refused <= 5, f"{slack.window.refused} 429s"
+        assert exhausted(own_stack, integration) == 0
+        # Waiting for the destination is not an attempt: the attempts are the sends, plus the few 429s.
+        [(attempts,)] = sql(
+            own_stack,
+            "SELECT count(*) FROM attempt a JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i",
+            i=uuid.UUID(integration),
+        )
+        assert attempts == BURST + slack.window.refused
+
+
+@pytest.mark.timeout(600)
+def test_a_hanging_destination_holds_at_most_its_bulkhead(own_stack: Stack, receiver: FakeServer, project):
+    """Repro (before): with one process, every send to a destination that hangs was in flight at once (up to
+    the process's 2000), so the hanging destination held as many of its sends as it was given."""
+    own_stack.env["HERALD_BULKHEAD_SENDS_PER_DESTINATION"] = "2"
+    hang, healthy = f"/hang/{project}", f"/ok/{project}"
+    receiver.script(hang, *[Reply(200, b"ok", delay_s=8) for _ in range(10)])
+    own_stack.start_beat()
+    own_stack.start_worker(concurrency=4)
+    with own_stack.client() as api:
+        hanging = create_webhook(api, receiver.url(hang), project=project, timeout_s=10)
+        ok = create_webhook(api, receiver.url(healthy), project=project)
+        for i in range(10):
+            post_release(api, project, version=f"2.{i}.0")
+        wait_until(
+            lambda: states(own_stack, ok).get("delivered", 0) == 10, 30, f"healthy: {states(own_stack, ok)}"
+        )
+        # The healthy destination is done while the hanging one holds only its 2 places.
+        assert len(receiver.requests(hang)) == 2
+        [(waits,)] = sql(
+            own_stack,
+            "SELECT count(*) FROM delivery WHERE integration_id = :i AND state IN ('waiting', 'pending')",
+            i=uuid.UUID(hanging),
+        )
+        assert waits == 8
+        wait_until(
+            lambda: states(own_stack, hanging).get("delivered", 0) == 10,
+            60,
+            f"hanging: {states(own_stack, hanging)}",
+        )
+        [(attempts,)] = sql(
+            own_stack,
+            "SELECT count(*) FROM attempt a JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i",
+            i=uuid.UUID(hanging),
+        )
+        assert attempts == 10  # waiting for a place used no attempt

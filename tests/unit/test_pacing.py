@@ -1,0 +1,126 @@
+"""The limiter's Lua script against a real Redis (its own database, FLUSHDB only), and destination keys.
+
+Times are asserted as slot arithmetic (waits relative to each other), never as elapsed wall time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from pydantic import SecretStr
+
+from providers.destinations import Rate, default_rate, destination_key
+from providers.discord import DiscordConfig
+from providers.pagerduty import PagerDutyConfig
+from providers.webhook import WebhookConfig
+from shared.config import Settings
+from tests.integration.conftest import claimed_redis_db
+from workers.pacing import Ask, Pacer
+
+
+@pytest.fixture
+def pacer() -> Iterator[Pacer]:
+    with claimed_redis_db() as db:  # a test database no other session holds
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        client.flushdb()
+        settings = Settings(redis_url=f"redis://127.0.0.1:6379/{db}", pacing_slot_grace_s=30)
+        yield Pacer(settings)
+        client.flushdb()
+        client.close()
+
+
+def asks(n: int, destination: str = "discord:abc", rate: Rate | None = Rate(2.0, 1)) -> list[Ask]:
+    return [Ask(uuid.uuid4(), "discord", destination, rate) for _ in range(n)]
+
+
+def test_a_burst_gets_one_slot_each_in_order_at_the_rate(pacer: Pacer):
+    burst = asks(5)
+    waits = pacer.waits(burst)
+    assert burst[0].delivery_id not in waits  # the first goes now
+    slots = [waits[a.delivery_id][0] for a in burst[1:]]
+    assert slots == sorted(slots)
+    # 2/s: each slot half a second after the one before (a few ms of Redis clock between the calls).
+    for earlier, later in zip([0.0, *slots], slots, strict=False):
+        assert later - earlier == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_delivery_that_comes_back_uses_its_ticket_and_takes_no_second_slot(pacer: Pacer):
+    first, second = asks(2)
+    waits = pacer.waits([first, second])
+    assert second.delivery_id in waits
+    # Back early (before its slot): it waits for the same slot, and no new slot is taken.
+    again = pacer.waits([second])
+    assert again[second.delivery_id][0] <= waits[second.delivery_id][0]
+    [third] = asks(1)
+    third_wait = pacer.waits([third])[third.delivery_id][0]
+    assert third_wait == pytest.approx(1.0, abs=0.05)  # after the second's slot, not after a third one
+
+
+def test_a_burst_allowance_lets_that_many_go_at_once(pacer: Pacer):
+    burst = asks(4, rate=Rate(1.0, 3))
+    waits = pacer.waits(burst)
+    assert set(waits) == {burst[3].delivery_id}
+
+
+def test_a_pause_holds_the_destination_for_every_caller_and_slots_start_after_it(pacer: Pacer):
+    pacer.pause("discord:abc", "discord", 3.0, None)
+    [a, b] = asks(2)
+    waits = pacer.waits([a, b])
+    assert waits[a.delivery_id] == (pytest.approx(3.0, abs=0.05), "rate")
+    # Another destination is not paused.
+    [other] = asks(1, destination="discord:other")
+    assert pacer.waits([other]) == {}
+
+
+def test_unpaced_destinations_and_pacing_off_never_wait(pacer: Pacer):
+    assert pacer.waits(asks(10, rate=None)) == {}
+    off = Pacer(pacer.settings.model_copy(update={"pacing_enabled": False}))
+    assert off.waits(asks(10)) == {}
+
+
+def test_without_redis_the_limit_falls_back_to_a_share_of_the_rate_per_process():
+    """Redis unreachable: nothing raises, and this process paces at `pacing_fail_open_ratio` of the rate."""
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", pacing_fail_open_ratio=0.5)
+    burst = asks(3, rate=Rate(2.0, 1))
+    waits = Pacer(settings).waits(burst)
+    assert burst[0].delivery_id not in waits
+    assert waits[burst[1].delivery_id][0] == pytest.approx(1.0, abs=0.05)  # 2/s x 0.5 = one a second
+
+
+def test_the_bulkhead_caps_places_per_destination_and_gives_them_back(pacer: Pacer):
+    cap = pacer.settings.bulkhead_sends_per_destination
+    entered, over = pacer.enter(asks(cap + 2))
+    assert (len(entered), len(over)) == (cap, 2)
+    assert pacer.enter(asks(1, destination="other"))[1] == []
+    pacer.leave([entered[0].destination])
+    assert len(pacer.enter(asks(2))[0]) == 1
+
+
+def test_destination_keys_name_the_vendor_limit_and_hold_no_secret():
+    token = "tok3n-s3cr3t-value"
+    hook = DiscordConfig(
+        webhook_url=SecretStr(f"https://discord.com/api/webhooks/1200000000000000123/{token}")
+    )
+    same_hook_other_thread = DiscordConfig(
+        webhook_url=SecretStr(
+            f"https://discord.com/api/webhooks/1200000000000000123/{token}?thread_id=1300000000000000009"
+        )
+    )
+    other = DiscordConfig(
+        webhook_url=SecretStr(f"https://discord.com/api/webhooks/1200000000000000456/{token}")
+    )
+    assert destination_key("discord", hook) == destination_key("discord", same_hook_other_thread)
+    assert destination_key("discord", hook) != destination_key("discord", other)
+    assert token not in destination_key("discord", hook)
+    a = WebhookConfig(url=SecretStr("https://hooks.example/a?sig=1"))
+    b = WebhookConfig(url=SecretStr("https://hooks.example/a?sig=2"))
+    c = WebhookConfig(url=SecretStr("https://hooks.example/b"))
+    assert destination_key("webhook", a) == destination_key("webhook", b) != destination_key("webhook", c)
+    key = "R0UTINGKEY0123456789012345678901"
+    pd = destination_key("pagerduty", PagerDutyConfig(routing_key=SecretStr(key)))
+    assert key not in pd and pd.startswith("pagerduty:")
+    assert default_rate("discord") == Rate(2.25, 1)
+    assert default_rate("webhook") is None

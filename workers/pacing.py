@@ -1,0 +1,232 @@
+"""Pacing and bulkheads: whether a claimable delivery may be sent now, or must wait (not an attempt) and how long.
+
+Pacing: one GCRA limiter per destination (providers/destinations.py) in Redis, shared by every worker process
+on every machine, in ONE Lua script (`LIMITER_LUA`) so check-and-reserve is atomic. A delivery that may not go
+now reserves its future slot (a *ticket* keyed by its id) and is moved to `waiting` until that slot: it comes
+back (the sweeper publishes it when due, ordered by next_attempt_at) and uses its ticket without taking a
+second slot, so a burst drains at the destination's rate in order instead of stampeding every second.
+A vendor that answers 429/503 naming its wait pauses the destination (a key with PX) for every worker; slots
+reserved afterwards start after the pause.
+
+If Redis cannot be reached the limiter fails open to a per-process GCRA at `pacing_fail_open_ratio` of the
+destination's rate (a few processes together stay near the vendor's limit); nothing is lost either way, a
+waiting delivery is a row in PostgreSQL.
+
+Bulkhead: at most `bulkhead_sends_per_destination` sends in flight per destination in one process, so a
+hanging destination holds at most that many of the process's sends; the rest of its deliveries wait
+`bulkhead_wait_s` (rescheduled, no thread held, no attempt used).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from providers.destinations import Rate
+from shared import metrics
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Within this much of its slot a delivery is sent rather than rescheduled (the sweeper's own granularity).
+SLOT_SLACK_MS = 50
+
+# KEYS: [1] the destination's theoretical arrival time (ms), [2] its pause, [3] this delivery's ticket, [4] the
+# times of its last `burst` sends. ARGV: [1] "take" | "pause", [2] interval ms (1000 / rate), [3] burst,
+# [4] ticket grace ms | pause ms, [5] slack ms. Returns the wait in ms (0: send now). Times are Redis's own
+# clock (TIME), the same for every worker.
+# GCRA hands out the slots; the list of recent sends then checks what really went: a delivery that came back
+# late from its slot must not go right before the next one on time (vendors count a sliding window).
+LIMITER_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+if ARGV[1] == 'pause' then
+  local ms = tonumber(ARGV[4])
+  if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now + ms then redis.call('SET', KEYS[1], now + ms, 'PX', ms + interval) end
+  return ms
+end
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then
+  redis.call('DEL', KEYS[3])
+  return paused
+end
+local slack = tonumber(ARGV[5])
+local function spacing()
+  if redis.call('LLEN', KEYS[4]) < burst then return 0 end
+  local oldest = tonumber(redis.call('LINDEX', KEYS[4], burst - 1))
+  return math.max(oldest + burst * interval - now, 0)
+end
+local function go()
+  redis.call('LPUSH', KEYS[4], now)
+  redis.call('LTRIM', KEYS[4], 0, burst - 1)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(burst * interval) + 1000)
+  return 0
+end
+local ticket = redis.call('GET', KEYS[3])
+if ticket then
+  local at = tonumber(ticket)
+  if at - now > slack then return at - now end
+  local wait = spacing()
+  if wait > slack then return wait end
+  redis.call('DEL', KEYS[3])
+  return go()
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow_at = tat - (burst - 1) * interval
+redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now + interval))
+if allow_at - now <= slack then
+  local wait = spacing()
+  if wait <= slack then return go() end
+  allow_at = now + wait
+end
+redis.call('SET', KEYS[3], allow_at, 'PX', math.ceil(allow_at - now + tonumber(ARGV[4])))
+return allow_at - now
+"""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One claimable delivery asking to be sent: its destination and that destination's rate (None: unpaced)."""
+
+    delivery_id: uuid.UUID
+    provider: str
+    destination: str
+    rate: Rate | None
+
+
+def _keys(destination: str, delivery_id: uuid.UUID | None) -> list[str]:
+    base = f"herald:pace:{{{destination}}}"  # one hash slot per destination (Redis Cluster)
+    return [f"{base}:tat", f"{base}:pause", f"{base}:ticket:{delivery_id or ''}", f"{base}:sent"]
+
+
+class _LocalGcra:
+    """The per-process fallback while Redis is unavailable: the same algorithm, no tickets, no sharing."""
+
+    def __init__(self) -> None:
+        self._tat_ms: dict[str, float] = {}
+        self._pause_until_ms: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def take(self, destination: str, rate: Rate, ratio: float) -> float:
+        now = time.monotonic() * 1000
+        interval = 1000 / (rate.per_s * ratio)
+        with self._lock:
+            paused = self._pause_until_ms.get(destination, 0.0) - now
+            if paused > 0:
+                return paused
+            tat = max(self._tat_ms.get(destination, 0.0), now)
+            allow_at = tat - (rate.burst - 1) * interval
+            if allow_at - now > SLOT_SLACK_MS:
+                return allow_at - now  # no ticket here: the delivery asks again when it is back
+            self._tat_ms[destination] = tat + interval
+            return 0.0
+
+    def pause(self, destination: str, ms: float) -> None:
+        with self._lock:
+            until = time.monotonic() * 1000 + ms
+            self._pause_until_ms[destination] = max(self._pause_until_ms.get(destination, 0.0), until)
+
+
+class Pacer:
+    """One per worker process: the shared limiter (Redis), its fallback, and the process's bulkheads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        )
+        self._script = self._redis.register_script(LIMITER_LUA)
+        self._local = _LocalGcra()
+        self._inflight: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    # --- pacing ------------------------------------------------------------------------------------------------
+
+    def waits(self, asks: Iterable[Ask]) -> dict[uuid.UUID, tuple[float, str]]:
+        """{delivery id: (seconds to wait, reason)} for the asks that may not be sent now; one Redis round trip."""
+        paced = [a for a in asks if a.rate is not None]
+        if not paced or not self.settings.pacing_enabled:
+            return {}
+        grace_ms = int(self.settings.pacing_slot_grace_s * 1000)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for a in paced:
+                assert a.rate is not None
+                self._script(
+                    keys=_keys(a.destination, a.delivery_id),
+                    args=["take", 1000 / a.rate.per_s, a.rate.burst, grace_ms, SLOT_SLACK_MS],
+                    client=pipe,
+                )
+            waits_ms = [float(w) for w in pipe.execute()]
+        except redis.RedisError:
+            log.warning("pacing: Redis unavailable, pacing per process at a reduced rate", exc_info=True)
+            metrics.PACING_FAIL_OPEN.inc(len(paced))
+            ratio = self.settings.pacing_fail_open_ratio
+            waits_ms = [self._local.take(a.destination, a.rate, ratio) for a in paced if a.rate is not None]
+        out: dict[uuid.UUID, tuple[float, str]] = {}
+        for a, wait_ms in zip(paced, waits_ms, strict=True):
+            if wait_ms > 0:
+                out[a.delivery_id] = (wait_ms / 1000, "rate")
+        return out
+
+    def pause(self, destination: str, provider: str, seconds: float, rate: Rate | None) -> None:
+        """The vendor named a wait: every worker holds this destination for `seconds`."""
+        ms = max(int(seconds * 1000), 1)
+        interval_ms = 1000 / rate.per_s if rate is not None else 1000.0
+        metrics.DESTINATION_PAUSES.labels(provider).inc()
+        try:
+            self._script(keys=_keys(destination, None), args=["pause", interval_ms, 1, ms, 0])
+        except redis.RedisError:
+            log.warning(
+                "pacing: Redis unavailable, pausing %s in this process only", destination, exc_info=True
+            )
+            self._local.pause(destination, ms)
+
+    # --- bulkheads ---------------------------------------------------------------------------------------------
+
+    def enter(self, asks: Iterable[Ask]) -> tuple[list[Ask], list[Ask]]:
+        """Take a bulkhead place for each ask that fits; return (entered, over the cap)."""
+        cap = self.settings.bulkhead_sends_per_destination
+        entered: list[Ask] = []
+        over: list[Ask] = []
+        with self._lock:
+            for a in asks:
+                if self._inflight[a.destination] >= cap:
+                    over.append(a)
+                else:
+                    self._inflight[a.destination] += 1
+                    entered.append(a)
+        return entered, over
+
+    def leave(self, destinations: Iterable[str]) -> None:
+        with self._lock:
+            for d in destinations:
+                self._inflight[d] -= 1
+                if self._inflight[d] <= 0:
+                    del self._inflight[d]
+
+
+_pacer_lock = threading.Lock()
+_pacer: tuple[int, Pacer] | None = None
+
+
+def get_pacer(settings: Settings) -> Pacer:
+    """This process's pacer (never inherited across fork: its sockets and counts are the process's own)."""
+    global _pacer
+    with _pacer_lock:
+        if _pacer is None or _pacer[0] != os.getpid():
+            _pacer = (os.getpid(), Pacer(settings))
+        return _pacer[1]
