@@ -18,6 +18,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from api.errors import ApiError
 
@@ -155,3 +156,11 @@ def field_errors(exc: ApiError) -> dict[str, str]:
         return {"_form": exc.message}
     leaf = field.removeprefix("config.").removeprefix("event.").split(".")[0]
     return {leaf: message, "_form": exc.message}
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """A form's pydantic error as the JSON API words its 422 (`field: message`, see api/validation.py)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return ApiError(422, "invalid_field", f"{where}: {first.get('msg', 'invalid')}")
