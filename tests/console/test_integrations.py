@@ -118,7 +118,7 @@ def test_enabled_toggle_and_test_button_show_on_the_row(
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(re.compile(r"/console/integrations/[0-9a-f-]{36}$"))
     page.goto("/console/integrations")
-    row = page.locator("tr", has=page.get_by_role("link", name=name))
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
     row.get_by_role("button", name=f"Test {name}").click()
     # the result (JS polls the delivery) appears on the row
     result = row.locator(".row-result")
@@ -127,13 +127,13 @@ def test_enabled_toggle_and_test_button_show_on_the_row(
     slack.wait_for(slack.webhook_path("TOGGLE1"), 1)
     # the Enabled toggle: disable, the badge says so; enable again
     row.get_by_role("button", name=f"Enabled: {name}").click()
-    row = page.locator("tr", has=page.get_by_role("link", name=name))
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
     assert row.locator(".status").inner_text().strip().startswith("Disabled")
     assert row.get_by_role("button", name=f"Enabled: {name}").get_attribute("aria-pressed") == "false"
     axe_check(page, "integrations")
     screenshot(page, "integrations")
     row.get_by_role("button", name=f"Enabled: {name}").click()
-    row = page.locator("tr", has=page.get_by_role("link", name=name))
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
     assert "Enabled" in row.locator(".status").inner_text()
 
 
@@ -150,11 +150,11 @@ def test_the_test_button_works_without_javascript(browser, console, slack):
         page.get_by_label("Webhook URL").fill(slack.webhook_url("NOJS1"))
         page.get_by_role("button", name="Save").click()
         page.goto("/console/integrations")
-        row = page.locator("tr", has=page.get_by_role("link", name=name))
+        row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
         row.get_by_role("button", name=f"Test {name}").click()
         page.wait_for_url(re.compile(r"tested="))
         for _ in range(100):
-            row = page.locator("tr", has=page.get_by_role("link", name=name))
+            row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
             if "Delivered" in row.locator(".row-result").inner_text():
                 break
             page.wait_for_timeout(100)  # a user's pause before pressing Reload, not an assertion
