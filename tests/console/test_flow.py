@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.fakes.discord import DiscordFake
 from tests.fakes.slack import SlackFake, server_error
 from tests.integration.stack import release_event
 
@@ -106,3 +107,37 @@ def test_connect_route_deliver_break_dead_letter_fix_and_drain(
         r = api.get("/v1/dead-letters", params={"integration_id": integration_id})
         assert r.status_code == 200, r.text
         assert r.json()["data"]["items"] == []
+
+
+def test_discord_connect_and_a_cancelled_connect(logged_in_page, console):
+    page = logged_in_page("admin")
+    project = f"and-{uuid.uuid4().hex[:6]}"
+    discord = DiscordFake().start()
+    try:
+        console.oauth.webhook_url = discord.webhook_url("ANDROID")
+    finally:
+        discord.stop()  # only the URL's shape matters here: nothing is sent
+    token = console.oauth.webhook_url.rsplit("/", 1)[1]
+    tile = page.locator("#tile-discord")
+    tile.get_by_label("Route releases from project").fill(project)
+    tile.get_by_role("button", name="Continue to Discord").click()
+    page.wait_for_url(re.compile(r"/console/integrations\?"))
+    assert "connected=" in page.url, (page.url, page.locator(".flashes").inner_text())
+    assert "Connected Discord" in page.locator(".flashes").inner_text()
+    assert token not in page.content()
+    integration_id = page.url.split("connected=", 1)[1]
+    with console.api() as api:
+        [route] = api.get("/v1/routes", params={"integration_id": integration_id}).json()["data"]
+        assert route["project"] == project
+    # the user presses Cancel at the vendor: back on the console with the reason, nothing stored
+    console.oauth.deny = True
+    try:
+        with console.api() as api:
+            count = len(api.get("/v1/integrations").json()["data"])
+        page.locator("#tile-slack").get_by_role("button", name="Continue to Slack").click()
+        page.wait_for_url(re.compile(r"/console/integrations\?oauth_error=oauth_denied"))
+        assert "cancelled at the vendor" in page.locator(".flashes").inner_text()
+        with console.api() as api:
+            assert len(api.get("/v1/integrations").json()["data"]) == count
+    finally:
+        console.oauth.deny = False

@@ -8,10 +8,11 @@ import re
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.console.conftest import sign_in
-from tests.fakes.slack import SlackFake
+from tests.fakes.slack import SlackFake, webhook_error
 from tests.fakes.webhook import webhook_receiver
 
 pytestmark = pytest.mark.integration
@@ -191,3 +192,34 @@ def test_a_read_key_sees_integrations_with_every_write_disabled(logged_in_page, 
     page.goto(f"/console/integrations/{integration_id}")
     assert page.get_by_role("button", name="Save").is_disabled()
     screenshot(page, "integration-read-only")
+
+
+def test_a_vendor_error_shows_on_the_row_and_the_badge_says_failing_with_the_reason(
+    logged_in_page, console, slack
+):
+    page = logged_in_page("admin")
+    name = f"#gone-{uuid.uuid4().hex[:6]}"
+    with console.api() as api:
+        r = api.post(
+            "/v1/integrations",
+            json={"name": name, "provider": "slack", "config": {"webhook_url": slack.webhook_url("GONE1")}},
+        )
+        assert r.status_code == 201, r.text
+    # the webhook was revoked: Slack answers 404 `no_service` (TargetGone: dead at once, integration failing)
+    slack.script(slack.webhook_path("GONE1"), webhook_error("no_service", 404))
+    before = int(page.locator("[data-health=failing_integrations]").inner_text())
+    page.reload()
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
+    row.get_by_role("button", name=f"Test {name}").click()
+    result = row.locator(".row-result")
+    result.filter(has_text="Failed").wait_for()
+    assert "no_service" in result.inner_text()  # the vendor's own error
+    page.reload()
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
+    status = row.locator(".status").inner_text()
+    assert status.startswith("Failing") and "no_service" in status
+    assert int(page.locator("[data-health=failing_integrations]").inner_text()) == before + 1
+    # the header's figure is the /metrics gauge's (one helper behind both)
+    metrics = httpx.get(f"{console.url}/metrics", timeout=10).text
+    [gauge] = [line for line in metrics.splitlines() if line.startswith("herald_integrations_failing ")]
+    assert float(gauge.split()[1]) == before + 1
