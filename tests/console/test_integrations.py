@@ -187,6 +187,13 @@ def test_a_read_key_sees_integrations_with_every_write_disabled(logged_in_page, 
     )
     assert response.status == 403
     assert "read key" in response.text()
+    # a script's fetch (the Test button's) gets the API's envelope with a machine-readable code
+    fetched = page.request.post(
+        f"/console/integrations/{integration_id}/test",
+        headers={"Accept": "application/json", "X-CSRF-Token": token},
+    )
+    assert fetched.status == 403
+    assert fetched.json()["error_code"] == "read_only"
     with console.api() as api:
         assert api.get(f"/v1/integrations/{integration_id}").json()["data"]["enabled"] is True
     page.goto(f"/console/integrations/{integration_id}")
