@@ -248,3 +248,16 @@ def test_recent_deliveries_are_paged_on_the_server(logged_in_page, console, slac
     page.get_by_role("link", name="Older deliveries").click()
     assert page.locator("li.delivery").count() == 1
     assert page.get_by_role("link", name="Older deliveries").count() == 0
+
+
+def test_names_are_shown_as_text_never_as_markup(logged_in_page, console):
+    name = f'<img src=x class="injected-{uuid.uuid4().hex[:6]}">'
+    with console.api() as api:
+        r = api.post(
+            "/v1/integrations",
+            json={"name": name, "provider": "webhook", "config": {"url": "https://example.com/hook"}},
+        )
+        assert r.status_code == 201, r.text
+    page = logged_in_page("admin")
+    assert page.get_by_role("link", name=name, exact=True).is_visible()
+    assert page.locator("img[src=x]").count() == 0
