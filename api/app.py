@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import docs, openapi
+from api import console, docs, openapi
 from api import metrics as metrics_routes
 from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(admin.router)
     gateway.include(app)
+    console.install(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

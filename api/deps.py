@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -99,18 +100,31 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def authenticate(request: Request, session: DbSession) -> Principal:
-    raw = _presented_key(request)
+def _active_key(session: Session, *where: Any) -> Principal | None:
+    """The one rule for a usable key: it exists and is not revoked; its row gives the scopes and project."""
+    row = session.scalar(select(ApiKey).where(*where, ApiKey.revoked_at.is_(None)))
+    return Principal(str(row.id), row.name, frozenset(row.scopes), row.project) if row is not None else None
+
+
+def principal_for_key(session: Session, raw: str | None) -> Principal | None:
+    """The principal of a presented key (cached for KEY_CACHE_TTL_S), or None if it is not a usable key."""
     if not raw or len(raw) > MAX_KEY_CHARS:
-        raise unauthorized()
+        return None
     key_hash = hash_api_key(raw)
     cached, principal = key_cache.get(key_hash)
     if not cached:
-        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
-        principal = (
-            Principal(str(row.id), row.name, frozenset(row.scopes), row.project) if row is not None else None
-        )
+        principal = _active_key(session, ApiKey.key_hash == key_hash)
         key_cache.put(key_hash, principal)
+    return principal
+
+
+def principal_for_key_id(session: Session, key_id: uuid.UUID) -> Principal | None:
+    """The principal of a stored key by id (a console session holds the id, never the key), if still usable."""
+    return _active_key(session, ApiKey.id == key_id)
+
+
+def authenticate(request: Request, session: DbSession) -> Principal:
+    principal = principal_for_key(session, _presented_key(request))
     if principal is None:
         raise unauthorized()
     return principal

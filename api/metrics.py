@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -61,6 +62,18 @@ class MetricsMiddleware:
                 metrics.EVENTS_ACCEPTED.labels(kind, str(status_code)).inc()
 
 
+@dataclass
+class SystemState:
+    """The last values the state gauges were set to: what the console's health header shows (api/console)."""
+
+    queue_depth: int = 0
+    oldest_pending_age_s: float = 0.0
+    dead_letters: int = 0
+    failing_integrations: int = 0
+    #: False when the last read of PostgreSQL or Redis failed (the values are then older ones)
+    fresh: bool = True
+
+
 class StateGauges:
     """Refreshes the system-state gauges at most every `metrics_state_ttl_s`; a failed read keeps old values."""
 
@@ -69,19 +82,28 @@ class StateGauges:
         self._lock = threading.Lock()
         self._refreshed_at = 0.0
         self._redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        self.state = SystemState()
+
+    def snapshot(self, sessions: Any) -> SystemState:
+        """The system state for the console's header, from the same reads (and the same TTL) as /metrics."""
+        self.refresh(sessions)
+        return self.state
 
     def refresh(self, sessions: Any) -> None:
         with self._lock:
             if time.monotonic() - self._refreshed_at < self._settings.metrics_state_ttl_s:
                 return
             self._refreshed_at = time.monotonic()
+        self.state.fresh = True
         try:
             self._from_postgres(sessions)
         except Exception as exc:
+            self.state.fresh = False
             log.warning("metrics: PostgreSQL state unavailable (%s)", type(exc).__name__)
         try:
             self._from_redis()
         except Exception as exc:
+            self.state.fresh = False
             log.warning("metrics: Redis state unavailable (%s)", type(exc).__name__)
 
     def _from_postgres(self, sessions: Any) -> None:
@@ -112,7 +134,11 @@ class StateGauges:
                     "WHERE d.state = 'dead' GROUP BY i.provider"
                 )
             ).all()
+            failing = session.execute(
+                text("SELECT count(*) FROM integration WHERE failing AND enabled")
+            ).scalar_one()
         metrics.OUTBOX_BACKLOG.set(outbox[0])
+        metrics.INTEGRATIONS_FAILING.set(failing)
         metrics.OUTBOX_OLDEST_AGE.set(float(outbox[1]))
         metrics.QUEUE_OLDEST_AGE.set(float(queued_age))
         for state in ("pending", "sending", "retrying", "waiting"):
@@ -120,13 +146,19 @@ class StateGauges:
         metrics.DEAD_LETTERS.clear()
         for provider, count in dead:
             metrics.DEAD_LETTERS.labels(provider).set(count)
+        self.state.oldest_pending_age_s = float(queued_age)
+        self.state.dead_letters = sum(count for _, count in dead)
+        self.state.failing_integrations = int(failing)
 
     def _from_redis(self) -> None:
         for queue in (self._settings.queue_name, sweep_queue(self._settings.queue_name)):
             pipe = self._redis.pipeline()
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
-            metrics.QUEUE_DEPTH.labels(queue).set(sum(pipe.execute()))
+            depth = sum(pipe.execute())
+            metrics.QUEUE_DEPTH.labels(queue).set(depth)
+            if queue == self._settings.queue_name:
+                self.state.queue_depth = depth
 
 
 @router.get("/metrics", include_in_schema=False)

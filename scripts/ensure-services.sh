@@ -23,6 +23,17 @@ if ! command -v alertmanager >/dev/null && ! command -v prometheus-alertmanager 
       || echo "could not install prometheus-alertmanager/prometheus: their tests will skip" >&2
   fi
 fi
+# Chromium for the browser console's tests (tests/console, Playwright with executable_path=/usr/bin/chromium):
+# Debian's package, installed the same way. Without it those tests fail loudly (they do not skip).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends chromium >/dev/null; } \
+      || echo "could not install chromium: the console tests will fail" >&2
+  fi
+fi
 for _ in $(seq 1 60); do
   if pg_isready -h 127.0.0.1 -p 5432 -q && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     exit 0

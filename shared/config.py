@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     # `{public_base_url}/v1/oauth/{provider}/callback`; vendor URLs are settings so tests use fake servers.
     public_base_url: str = "http://127.0.0.1:8000"
     oauth_state_ttl_s: float = 600.0
+    # Browser console (issue 14): a login lasts this long; the cookie is Secure when public_base_url is https.
+    console_session_ttl_s: float = 8 * 3600.0
     oauth_timeout_s: float = 10.0
     slack_client_id: str | None = None
     slack_client_secret: SecretStr | None = None

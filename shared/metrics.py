@@ -93,6 +93,11 @@ DEAD_LETTERS = Gauge(
     ["provider"],
     multiprocess_mode="max",
 )
+INTEGRATIONS_FAILING = Gauge(
+    "herald_integrations_failing",
+    "Integrations marked failing (the vendor refused the credentials or the target is gone).",
+    multiprocess_mode="max",
+)
 DELIVERIES_BY_STATE = Gauge(
     "herald_deliveries_in_state",
     "Deliveries currently in each non-final state.",

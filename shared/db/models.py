@@ -399,3 +399,23 @@ class GatewayDispatch(Base):
         UniqueConstraint("channel_id", "op_id", name="gateway_dispatch_op_key"),
         Index("gateway_dispatch_lifecycle_idx", "lifecycle_id", "sequence"),
     )
+
+
+class ConsoleSession(Base):
+    """A browser console login (api/console/session.py): the cookie holds a random token, this row only its
+    hash, the API key it was exchanged for (re-checked on every request, so revoking the key ends the session)
+    and when it expires."""
+
+    __tablename__ = "console_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_key.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("console_session_expires_idx", "expires_at"),
+        Index("console_session_api_key_idx", "api_key_id"),
+    )
