@@ -13,13 +13,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.console import integrations, notifications, session
+from api.console import dead_letters, integrations, notifications, session
 from api.console.pages import HERE, ConsoleError, LoginRequired, error_page
 
 PAGE_ROUTERS: list[APIRouter] = [
     session.router,
     integrations.router,
     notifications.router,
+    dead_letters.router,
 ]
 
 router = APIRouter(prefix="/console", include_in_schema=False)

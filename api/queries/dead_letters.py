@@ -22,6 +22,7 @@ def dead_letter_filter(
     *,
     ids: Sequence[uuid.UUID] = (),
     integration_id: uuid.UUID | None = None,
+    provider: str | None = None,
     project: str | None = None,
     reason: str | None = None,
     since: datetime | None = None,
@@ -32,6 +33,7 @@ def dead_letter_filter(
     return deadletters.DeadLetterFilter(
         ids=tuple(ids),
         integration_id=integration_id,
+        provider=provider,
         project=project,
         reason=reason,
         since=since,
@@ -47,11 +49,12 @@ def selection(body: DeadLetterSelect) -> deadletters.DeadLetterFilter:
         raise ApiError(
             422,
             "empty_selection",
-            "give ids or at least one filter (integration_id, project, reason, since, until), or all=true",
+            "give ids or at least one filter (integration_id, provider, project, reason, since, until), or all=true",
         )
     return dead_letter_filter(
         ids=body.ids,
         integration_id=body.integration_id,
+        provider=body.provider,
         project=body.project,
         reason=body.reason,
         since=body.since,

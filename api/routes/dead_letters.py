@@ -40,6 +40,7 @@ def list_dead_letters(
     session: DbSession,
     _: Reader,
     integration_id: uuid.UUID | None = None,
+    provider: Annotated[str | None, Query(max_length=32)] = None,
     project: Annotated[str | None, Query(max_length=100)] = None,
     reason: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="dead at or after (ISO 8601 with zone)")] = None,
@@ -51,6 +52,7 @@ def list_dead_letters(
     """Dead letters newest first, with the total and the counts by reason of the whole selection."""
     flt = dead_letter_filter(
         integration_id=integration_id,
+        provider=provider,
         project=project,
         reason=reason,
         since=since,

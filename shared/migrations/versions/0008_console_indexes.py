@@ -8,7 +8,7 @@ Dead letters, attempts and incidents/things were already served (delivery_dlq_up
 attempt_delivery_no_key, gateway_lifecycle_*_idx).
 
 Revision ID: 0008_console_indexes
-Revises: 0007_pacing
+Revises: 0008_console
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008_console_indexes"
-down_revision = "0007_pacing"
+down_revision = "0008_console"
 branch_labels = None
 depends_on = None
 
