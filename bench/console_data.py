@@ -49,9 +49,11 @@ def fill(conn: psycopg.Connection, integration_ids: Sequence[uuid.UUID], shape: 
             """,
             {"events": shape.events, "projects": shape.projects},
         )
-        # Delivery k of event i goes to integration (i + k) mod n; every dead_every-th delivery is dead.
+        # Delivery k of event i goes to integration (i + k) mod n; every dead_every-th delivery is dead; the
+        # attempts are made in the same statement, for the deliveries it inserted only.
         conn.execute(
             """
+            WITH d AS (
             INSERT INTO delivery (id, event_id, integration_id, state, attempt_count, next_attempt_at,
                                   last_error_class, last_error_detail, dead_reason, created_at, updated_at,
                                   delivered_at)
@@ -68,6 +70,17 @@ def fill(conn: psycopg.Connection, integration_ids: Sequence[uuid.UUID], shape: 
                    CASE WHEN mod(i * %(fanout)s + k, %(dead_every)s) <> 0
                         THEN now() - make_interval(secs => i * 2 - 1) END
             FROM generate_series(1, %(events)s) AS i, generate_series(0, %(fanout)s - 1) AS k
+            RETURNING id, state, attempt_count, created_at
+            )
+            INSERT INTO attempt (delivery_id, attempt_no, redrives_ago, started_at, duration_ms, outcome,
+                                 status_code, error_class, response_excerpt)
+            SELECT d.id, a, 0, d.created_at + make_interval(secs => a), 40 + a * 3,
+                   CASE WHEN d.state = 'delivered' THEN 'delivered'
+                        WHEN a = d.attempt_count THEN 'dead' ELSE 'retrying' END,
+                   CASE WHEN d.state = 'delivered' THEN 200 ELSE 503 END,
+                   CASE WHEN d.state = 'delivered' THEN NULL ELSE 'ProviderUnavailable' END,
+                   CASE WHEN d.state = 'delivered' THEN NULL ELSE '{"error": "unavailable"}' END
+            FROM d, generate_series(1, d.attempt_count) AS a
             """,
             {
                 "ids": ids,
@@ -79,19 +92,6 @@ def fill(conn: psycopg.Connection, integration_ids: Sequence[uuid.UUID], shape: 
                 "n_reasons": len(DEAD_REASONS),
                 "events": shape.events,
             },
-        )
-        conn.execute(
-            """
-            INSERT INTO attempt (delivery_id, attempt_no, redrives_ago, started_at, duration_ms, outcome,
-                                 status_code, error_class, response_excerpt)
-            SELECT d.id, a, 0, d.created_at + make_interval(secs => a), 40 + a * 3,
-                   CASE WHEN d.state = 'delivered' THEN 'delivered'
-                        WHEN a = d.attempt_count THEN 'dead' ELSE 'retrying' END,
-                   CASE WHEN d.state = 'delivered' THEN 200 ELSE 503 END,
-                   CASE WHEN d.state = 'delivered' THEN NULL ELSE 'ProviderUnavailable' END,
-                   CASE WHEN d.state = 'delivered' THEN NULL ELSE '{"error": "unavailable"}' END
-            FROM delivery d, generate_series(1, d.attempt_count) AS a
-            """
         )
         for kind, count, open_state, closed_state in (
             ("incident", shape.incidents, "open", "closed"),
