@@ -93,7 +93,11 @@ def test_a_large_purge_runs_in_the_background_with_progress(logged_in_page, cons
     # more dead letters than the API handles inline (dlq_inline_limit = 1000), made in SQL in a second
     dsn = console.stack.env["HERALD_DATABASE_URL"].replace("+psycopg", "")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        fill(conn, [uuid.UUID(integration_id)], Shape(events=1500, fanout=1, dead_every=1, incidents=0, things=0))
+        fill(
+            conn,
+            [uuid.UUID(integration_id)],
+            Shape(events=1500, fanout=1, dead_every=1, incidents=0, things=0),
+        )
     page = logged_in_page("admin")
     page.goto(f"/console/dead-letters?integration={integration_id}")
     page.once("dialog", lambda dialog: dialog.accept())  # "Delete all 1500 ... for good?"
@@ -122,4 +126,7 @@ def test_a_read_key_sees_dead_letters_but_cannot_redrive(logged_in_page, console
     )
     assert r.status == 403 and "read key" in r.text()
     with console.api() as api:
-        assert api.get("/v1/dead-letters", params={"integration_id": integration_id}).json()["data"]["total"] == 1
+        assert (
+            api.get("/v1/dead-letters", params={"integration_id": integration_id}).json()["data"]["total"]
+            == 1
+        )
