@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.console import dead_letters, events, incidents, integrations, notifications, session
+from api.console import channels, dead_letters, events, incidents, integrations, keys, notifications, session
 from api.console.pages import HERE, ConsoleError, LoginRequired, error_page
 
 PAGE_ROUTERS: list[APIRouter] = [
@@ -23,6 +23,8 @@ PAGE_ROUTERS: list[APIRouter] = [
     dead_letters.router,
     events.router,
     incidents.router,
+    channels.router,
+    keys.router,
 ]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
