@@ -105,4 +105,5 @@ def test_an_incident_current_state_and_history(logged_in_page, console, receiver
     page.wait_for_url(f"**/console/incidents/thing/{thing['thing_id']}")
     assert "active" in page.locator("#lifecycle-state").inner_text()
     assert "healthy" in page.locator("#attrs").inner_text()
+    axe_check(page, "thing")
     screenshot(page, "thing")
