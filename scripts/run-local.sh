@@ -174,7 +174,8 @@ fi
 KEY="$HERALD_BOOTSTRAP_ADMIN_KEY"
 cat <<MSG
 
-Herald is up: API http://127.0.0.1:${PORT} (docs at /docs, metrics at /metrics), worker metrics
+Herald is up: console http://127.0.0.1:${PORT}/console (sign in with the admin key ${KEY})
+API http://127.0.0.1:${PORT} (docs at /docs, metrics at /metrics), worker metrics
 http://127.0.0.1:${METRICS_PORT}/metrics, logs in $RUN/api.log, $RUN/worker.log, $RUN/sweeper.log and $RUN/beat.log
 
 1. Send notifications to a webhook of yours (any route with no project is a catch-all):

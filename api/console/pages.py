@@ -9,15 +9,16 @@ A page handler calls `render(request, user, "name.html", {...})`; a form handler
 from __future__ import annotations
 
 import base64
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from api.errors import ApiError
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from api.console.session import ConsoleUser
     from api.metrics import SystemState
 
-log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -130,10 +130,22 @@ def render(
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self' https: http:"
+        f"frame-ancestors 'none'; form-action {_form_targets(request)}"
     )
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+def _form_targets(request: Request) -> str:
+    """Where a console form may lead: this site, and the OAuth vendors' authorize pages (the Connect button's
+    answer redirects there, and form-action covers redirects)."""
+    settings = request.app.state.settings
+    origins = ["'self'"]
+    for url in (settings.slack_authorize_url, settings.discord_authorize_url):
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+    return " ".join(dict.fromkeys(origins))
 
 
 def error_page(request: Request, exc: ConsoleError) -> HTMLResponse:
@@ -155,3 +167,11 @@ def field_errors(exc: ApiError) -> dict[str, str]:
         return {"_form": exc.message}
     leaf = field.removeprefix("config.").removeprefix("event.").split(".")[0]
     return {leaf: message, "_form": exc.message}
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """A form's pydantic error as the JSON API words its 422 (`field: message`, see api/validation.py)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return ApiError(422, "invalid_field", f"{where}: {first.get('msg', 'invalid')}")

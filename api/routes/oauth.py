@@ -34,6 +34,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import delete, func
+from sqlalchemy.orm import Session
 
 from api.deps import Admin, DbSession
 from api.errors import ApiError, envelope
@@ -55,6 +56,8 @@ _SAFE_CODE = re.compile(r"[^a-z0-9_.-]")
 
 
 COOKIE_PREFIX = "herald_oauth_"
+CONSOLE_PREFIX = "herald_oauth_console_"
+CONSOLE_PAGE = "/console/integrations"
 
 
 def _digest(value: str) -> str:
@@ -109,7 +112,21 @@ def start(
     """Redirect to Slack's or Discord's consent page. `name` (default: the channel's) and `project` are kept
     server-side for the callback; with `project` the callback also routes that project's events to the new
     integration, without it no route is created. Sets a cookie that binds the connect to this browser."""
-    settings: Settings = request.app.state.settings
+    return begin_connect(request.app.state.settings, session, principal.key_id, vendor, name, project)
+
+
+def begin_connect(
+    settings: Settings,
+    session: Session,
+    key_id: str,
+    vendor: str,
+    name: str | None,
+    project: str | None,
+    *,
+    back_to_console: bool = False,
+) -> RedirectResponse:
+    """The connect's first half, for this route and the console's Connect button (`back_to_console`: the
+    callback then sends the browser back to the console's Integrations page instead of answering JSON)."""
     client_id, _ = _client(settings, vendor)
     state, browser = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     state_hash = _digest(state)
@@ -123,7 +140,7 @@ def start(
             vendor=vendor,
             name=name,
             project=project,
-            api_key_id=principal.key_id,
+            api_key_id=key_id,
             expires_at=func.now() + timedelta(seconds=ttl_s),
         )
     )
@@ -138,16 +155,18 @@ def start(
         query["response_type"] = "code"
     url = getattr(settings, f"{vendor}_authorize_url")
     response = RedirectResponse(f"{url}?{urllib.parse.urlencode(query)}", status_code=302)
-    response.set_cookie(
-        _cookie_name(state_hash),
-        browser,
-        max_age=max(1, math.ceil(ttl_s)),
-        path=f"/v1/oauth/{vendor}/callback",
-        secure=settings.public_base_url.startswith("https://"),
-        httponly=True,
+    cookie = {
+        "max_age": max(1, math.ceil(ttl_s)),
+        "path": f"/v1/oauth/{vendor}/callback",
+        "secure": settings.public_base_url.startswith("https://"),
+        "httponly": True,
         # Lax: sent on the vendor's top-level redirect back to the callback, not on cross-site subrequests.
-        samesite="lax",
-    )
+        "samesite": "lax",
+    }
+    response.set_cookie(_cookie_name(state_hash), browser, **cookie)  # type: ignore[arg-type]
+    if back_to_console:
+        # Only where to answer, never a proof: the state and the browser cookie above are the proof.
+        response.set_cookie(CONSOLE_PREFIX + state_hash[:16], "1", **cookie)  # type: ignore[arg-type]
     return response
 
 
@@ -248,13 +267,44 @@ def callback(
     state: Annotated[str, Query(min_length=1, max_length=2000)],
     code: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict[str, Any]:
+) -> Any:
     """Where the vendor sends the browser back: consume the state, exchange the code, store the webhook
-    encrypted, and route the project the start request named (if any)."""
+    encrypted, and route the project the start request named (if any). A connect started from the console
+    is sent back to the console's Integrations page (with the new integration's id, or the error code)."""
+    keyring: KeyRing = request.app.state.keyring
+    to_console = request.cookies.get(CONSOLE_PREFIX + _digest(state)[:16]) == "1"
+    try:
+        row = _complete(request, session, vendor, state, code, error)
+    except ApiError as exc:
+        if not to_console:
+            raise
+        back = RedirectResponse(
+            f"{CONSOLE_PAGE}?{urllib.parse.urlencode({'oauth_error': exc.error_code, 'detail': exc.message})}",
+            status_code=303,
+        )
+        _forget_cookies(back, vendor, state)
+        return back
+    if to_console:
+        back = RedirectResponse(f"{CONSOLE_PAGE}?connected={row.id}", status_code=303)
+        _forget_cookies(back, vendor, state)
+        return back
+    _forget_cookies(response, vendor, state)
+    [out] = integration_outs(session, keyring, [row])
+    return envelope(out)
+
+
+def _forget_cookies(response: Response, vendor: str, state: str) -> None:
+    state_hash = _digest(state)
+    for name in (_cookie_name(state_hash), CONSOLE_PREFIX + state_hash[:16]):
+        response.delete_cookie(name, path=f"/v1/oauth/{vendor}/callback")
+
+
+def _complete(
+    request: Request, session: Session, vendor: str, state: str, code: str | None, error: str | None
+) -> Integration:
     settings: Settings = request.app.state.settings
     keyring: KeyRing = request.app.state.keyring
     started = _consume_state(request, session, vendor, state)
-    response.delete_cookie(_cookie_name(_digest(state)), path=f"/v1/oauth/{vendor}/callback")
     if error is not None or code is None:
         raise ApiError(
             400, "oauth_denied", f"{vendor} did not grant access: {_vendor_error({'error': error})}"
@@ -286,5 +336,4 @@ def callback(
         session.add(Route(integration_id=integration_id, project=started.project))
     session.commit()
     session.refresh(row)
-    [out] = integration_outs(session, keyring, [row])
-    return envelope(out)
+    return row

@@ -55,17 +55,33 @@ def test_admin_session_cookie_is_httponly_lax_and_the_key_never_reaches_a_page(l
     assert page.locator("[data-health=queue_depth]").is_visible()
 
 
-def test_read_key_sees_pages_but_a_write_is_refused(logged_in_page, console, axe_check, screenshot):
+def test_read_key_sees_pages_marked_read_only(logged_in_page, console):
     page = logged_in_page("read")
     assert "read-only" in page.locator(".whoami").inner_text()
-    # a write forged with the page's own CSRF token still meets the scope check: a 403 page
+    page.get_by_role("link", name="Notifications").click()
+    assert page.get_by_role("button", name="Save notification").is_disabled()
+    assert page.get_by_role("button", name="Delete selected").is_disabled()
+
+
+def test_a_refused_write_is_an_accessible_error_page(logged_in_page, console, axe_check, screenshot):
+    page = logged_in_page("read")
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
-    response = page.request.post(
-        "/console/integrations/0/enabled",  # any write route: the scope check comes first
-        form={"csrf_token": token, "enabled": "false"},
-        max_redirects=0,
-    )
-    assert response.status in (403, 404, 405)
+    # a read key's form post, as a browser would send it (the button is disabled on the page itself)
+    with page.expect_navigation():
+        page.evaluate(
+            """token => {
+            const f = document.createElement("form");
+            f.method = "post"; f.action = "/console/notifications";
+            const t = document.createElement("input");
+            t.type = "hidden"; t.name = "csrf_token"; t.value = token;
+            f.appendChild(t); document.body.appendChild(f); f.submit();
+        }""",
+            token,
+        )
+    assert page.get_by_role("heading", name="Read-only key").is_visible()
+    assert page.get_by_role("navigation", name="Main").is_visible()
+    axe_check(page, "error-read-only")
+    screenshot(page, "error-read-only")
 
 
 def test_a_post_without_the_csrf_token_is_refused(logged_in_page, console):
