@@ -91,7 +91,7 @@ def console(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 metrics_state_ttl_s=0,
             )
             config = uvicorn.Config(
-                create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+                create_app(settings), host="127.0.0.1", port=port, log_level="info", lifespan="on"
             )
             server = _ThreadServer(config)
             thread = threading.Thread(target=server.run, name="console-uvicorn", daemon=True)

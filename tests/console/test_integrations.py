@@ -223,3 +223,21 @@ def test_a_vendor_error_shows_on_the_row_and_the_badge_says_failing_with_the_rea
     metrics = httpx.get(f"{console.url}/metrics", timeout=10).text
     [gauge] = [line for line in metrics.splitlines() if line.startswith("herald_integrations_failing ")]
     assert float(gauge.split()[1]) == before + 1
+
+
+def test_recent_deliveries_are_paged_on_the_server(logged_in_page, console, slack):
+    page = logged_in_page("admin")
+    name = f"#paged-{uuid.uuid4().hex[:6]}"
+    with console.api() as api:
+        r = api.post(
+            "/v1/integrations",
+            json={"name": name, "provider": "slack", "config": {"webhook_url": slack.webhook_url("PAGED")}},
+        )
+        integration_id = r.json()["data"]["id"]
+        for _ in range(21):
+            assert api.post(f"/v1/integrations/{integration_id}/test").status_code == 202
+    page.goto(f"/console/integrations/{integration_id}")
+    assert page.locator("li.delivery").count() == 20
+    page.get_by_role("link", name="Older deliveries").click()
+    assert page.locator("li.delivery").count() == 1
+    assert page.get_by_role("link", name="Older deliveries").count() == 0

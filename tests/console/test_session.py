@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
@@ -118,3 +119,33 @@ def test_revoking_the_key_ends_its_console_sessions(page, console):
         assert api.delete(f"/v1/keys/{key_id}").status_code == 204
     page.goto("/console/integrations")
     page.wait_for_url(re.compile(r"/console/login"))
+
+
+def test_the_key_never_reaches_a_log(page, console, caplog):
+    caplog.set_level(logging.DEBUG)
+    # uvicorn's own loggers do not propagate: listen to them directly (the access log names every request)
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error")]
+    for logger in uvicorn_loggers:
+        logger.addHandler(caplog.handler)
+    try:
+        sign_in(page, console.admin_key)
+        page.wait_for_url("**/console/integrations")
+        sign_in(page, console.admin_key + "-wrong")
+        page.get_by_role("alert").wait_for()
+    finally:
+        for logger in uvicorn_loggers:
+            logger.removeHandler(caplog.handler)
+    assert any("/console/login" in r.getMessage() for r in caplog.records)  # the sign-ins were logged
+    assert console.admin_key not in caplog.text
+
+
+def test_keyboard_first_stop_is_the_skip_link_and_it_moves_focus_to_the_content(logged_in_page):
+    page = logged_in_page("admin")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # the nav is next in tab order after the brand link, each link focusable
+    page.keyboard.press("Shift+Tab")
+    focusable = page.evaluate("[...document.querySelectorAll('nav a')].every(a => a.tabIndex >= 0)")
+    assert focusable
