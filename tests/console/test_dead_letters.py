@@ -130,3 +130,39 @@ def test_a_read_key_sees_dead_letters_but_cannot_redrive(logged_in_page, console
             api.get("/v1/dead-letters", params={"integration_id": integration_id}).json()["data"]["total"]
             == 1
         )
+
+
+def test_without_javascript_a_redrive_still_works(browser, console, receiver):
+    """Progressive enhancement: the filter form and the bulk buttons are plain forms (no confirm, no poller)."""
+    from tests.console.conftest import VIEWPORT, sign_in
+
+    project = f"nj-{uuid.uuid4().hex[:6]}"
+    integration_id = _dead(console, receiver, project, 2, Reply(400, b"bad"))
+    context = browser.new_context(viewport=VIEWPORT, base_url=console.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        sign_in(page, console.keys["admin"])
+        page.wait_for_url("**/console/integrations")
+        page.goto("/console/dead-letters")
+        page.get_by_label("Integration").select_option(integration_id)
+        page.get_by_role("button", name="Apply filters").click()
+        page.get_by_role("button", name=re.compile(r"Redrive all 2 matching")).click()
+        assert "Redrove 2 of 2" in page.locator(".flashes").inner_text()
+    finally:
+        context.close()
+
+
+def test_the_filters_are_reachable_by_keyboard(logged_in_page, console, receiver):
+    project = f"kb-{uuid.uuid4().hex[:6]}"
+    integration_id = _dead(console, receiver, project, 1, Reply(400, b"bad"))
+    page = logged_in_page("admin")
+    page.goto("/console/dead-letters")
+    page.get_by_label("Integration").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "f-provider"
+    page.get_by_label("Integration").select_option(integration_id)  # a select is operated by its own keys
+    page.get_by_label("State").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # "Apply filters"
+    page.wait_for_url(re.compile(r"integration="))
+    assert page.locator("#dead-letters tbody tr").count() == 1
