@@ -55,12 +55,12 @@ BIG_TABLES = {"event", "delivery", "attempt", "gateway_lifecycle"}
 def database() -> Iterator[str]:
     name = f"herald_bench_console_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
                 fill(conn, ids, shape)
                 counts = {
-                    t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index, arg-type]
+                    t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
                     for t in ("event", "delivery", "attempt", "gateway_lifecycle")
                 }
                 dead = conn.execute("SELECT count(*) FROM delivery WHERE state = 'dead'").fetchone()[0]  # type: ignore[index]
@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"ORDER BY created_at DESC, id DESC OFFSET {int(shape.incidents * 0.8)} LIMIT 1"
                 ),
             }  # fmt: skip
+            per_integration = counts["delivery"] // args.integrations
+            deep["integration"] = deep_cursor(
+                engine,
+                f"SELECT created_at, id FROM delivery WHERE integration_id = '{ids[2]}' "
+                f"ORDER BY created_at DESC, id DESC OFFSET {int(per_integration * 0.8)} LIMIT 1",
+            )
             with engine.connect() as conn:
                 event_id = conn.execute(
                     text("SELECT event_id FROM delivery WHERE state = 'dead' ORDER BY created_at LIMIT 1")
@@ -247,7 +253,27 @@ def main(argv: list[str] | None = None) -> None:
                 ("deliveries", "JSON, first", "/v1/deliveries", client),
                 ("deliveries", "JSON, filtered (dead)", "/v1/deliveries?state=dead", client),
                 ("deliveries", "JSON, deep", f"/v1/deliveries?cursor={deep['delivery']}", client),
+                ("deliveries", "page, one integration", f"/console/integrations/{i2}", browser),
                 ("deliveries", "JSON, one integration", f"/v1/integrations/{i2}/deliveries", client),
+                ("deliveries", "page, integration, dead", f"/console/integrations/{i2}?state=dead", browser),
+                (
+                    "deliveries",
+                    "JSON, integration, dead",
+                    f"/v1/integrations/{i2}/deliveries?state=dead",
+                    client,
+                ),
+                (
+                    "deliveries",
+                    "page, integration, deep",
+                    f"/console/integrations/{i2}?cursor={deep['integration']}",
+                    browser,
+                ),
+                (
+                    "deliveries",
+                    "JSON, integration, deep",
+                    f"/v1/integrations/{i2}/deliveries?cursor={deep['integration']}",
+                    client,
+                ),
                 ("things", "page, first", "/console/incidents?kind=thing", browser),
                 ("things", "JSON, first", "/v1/things", client),
                 ("event timeline", "page", f"/console/events/{event_id}", browser),

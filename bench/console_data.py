@@ -120,4 +120,4 @@ def fill(conn: psycopg.Connection, integration_ids: Sequence[uuid.UUID], shape: 
                 },
             )
     for table in ("event", "delivery", "attempt", "gateway_lifecycle"):
-        conn.execute(f"ANALYZE {table}")  # type: ignore[arg-type]
+        conn.execute(f"ANALYZE {table}")

@@ -146,6 +146,7 @@ def dead_letters_page(
             if page is not None and page.next_cursor
             else None,
             "first_url": "/console/dead-letters?" + urlencode(query) if cursor else None,
+            "refresh_url": "/console/dead-letters?" + urlencode(query),
             "reason_url": lambda r: "/console/dead-letters?" + urlencode({**query, "reason": r}),
             "local_value": local_value,
         },
