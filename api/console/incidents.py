@@ -4,12 +4,12 @@ and history (every dispatch with its deliveries and attempts), from the API's ow
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlencode
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from api.console.forms import text
@@ -29,7 +29,7 @@ KINDS = {"incident": "Incidents", "thing": "Things"}
 OPEN_CHOICES = {"": None, "open": True, "closed": False}
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get("", response_class=HTMLResponse, response_model=None)
 def incidents_page(
     request: Request,
     session: DbSession,
@@ -39,9 +39,10 @@ def incidents_page(
     project: str = "",
     state: str = "",
     severity: str = "",
+    object_id: Annotated[str, Query(alias="id", max_length=64)] = "",
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
-) -> HTMLResponse:
+) -> Response:
     kind = kind if kind in KINDS else "incident"
     values = {
         "channel": channel[:64],
@@ -52,6 +53,10 @@ def incidents_page(
     errors: dict[str, str] = {}
     page = None
     try:
+        if text(object_id) is not None:
+            # an id goes straight to its page (the same lookup and visibility rule as GET /v1/incidents/{id})
+            found = lifecycle_detail(session, user.principal, kind, object_id.strip())
+            return RedirectResponse(f"/console/incidents/{kind}/{quote(found.id, safe='')}", status_code=303)
         if values["state"] not in OPEN_CHOICES:
             raise ApiError(422, "invalid_field", "state: choose open or closed")
         if values["severity"] and values["severity"] not in GATEWAY_SEVERITIES:
@@ -70,6 +75,8 @@ def incidents_page(
             limit=max(1, min(limit, MAX_PAGE)),
         )
     except ApiError as exc:
+        if exc.status_code == 404:
+            exc = ApiError(422, "not_found", f"id: no {kind} has this id")
         errors = field_errors(exc)
     query = {"kind": kind, **{k: v for k, v in values.items() if v}}
     return render(
@@ -79,7 +86,7 @@ def incidents_page(
         {
             "kind": kind,
             "kinds": KINDS,
-            "v": values,
+            "v": {**values, "id": object_id},
             "errors": errors,
             "page": page,
             "severities": GATEWAY_SEVERITIES,

@@ -98,6 +98,14 @@ def test_an_incident_current_state_and_history(logged_in_page, console, receiver
     assert "s3cret-pass" not in page.content()
     axe_check(page, "incident")
     screenshot(page, "incident")
+    # an id goes straight to its page; an unknown one is answered in place
+    page.goto("/console/incidents")
+    page.get_by_label("Incident id").fill(event_id)
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url(f"**/console/incidents/incident/{event_id}")
+    page.goto("/console/incidents?id=no-such-incident")
+    assert "no incident has this id" in page.locator("#e-id").inner_text()
+    assert page.get_by_label("Incident id").input_value() == "no-such-incident"
     # things have their own tab
     page.goto(f"/console/incidents?kind=thing&project={project}")
     assert page.locator("#lifecycles tbody tr").count() == 1
