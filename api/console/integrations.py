@@ -145,7 +145,11 @@ def integrations_page(
             "oauth": p in OAUTH_VENDORS,
             "oauth_ready": p in OAUTH_VENDORS and _oauth_ready(request, p),
         }
-        for p in registry.names()
+        # the seed's order (chat first, then webhooks, incidents, email, push); a provider added later comes last
+        for p in sorted(
+            registry.names(),
+            key=lambda p: (list(PROVIDER_LABELS).index(p) if p in PROVIDER_LABELS else 99, p),
+        )
     ]
     return render(
         request,

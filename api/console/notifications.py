@@ -257,7 +257,8 @@ def _route(session: DbSession, user: ConsoleUser, route_id: uuid.UUID) -> dict[s
 @router.post("/bulk", response_class=HTMLResponse)
 async def bulk(request: Request, session: DbSession, user: Editor) -> Response:
     """The selected rows: `action` = events (set their events and severity), recipients (send them to these
-    integrations: the route is kept for the first, copied for the others, removed for none), or delete."""
+    integrations: each route is kept for the first and copied, same filters, for the others), or delete.
+    Every new route is validated before any is stored."""
     form = await request.form()
     action = str(form.get("action") or "")
     ids = _selected(form)

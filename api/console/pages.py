@@ -54,16 +54,27 @@ NAV: tuple[NavItem, ...] = (
 )
 
 
+_ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid_field"}
+
+
 class ConsoleError(Exception):
     """An error a console route shows as a page (status, a title and a message safe to show)."""
 
     def __init__(
-        self, status_code: int, title: str, message: str, *, user: ConsoleUser | None = None
+        self,
+        status_code: int,
+        title: str,
+        message: str,
+        *,
+        user: ConsoleUser | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.title = title
         self.message = message
+        #: for a script's fetch (answered as the API's JSON envelope): machine-readable, like the API's
+        self.error_code = error_code or _ERROR_CODES.get(status_code, "console_error")
         #: who was signed in, if known: the error page then keeps the nav and the health header
         self.user = user
 

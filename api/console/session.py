@@ -106,6 +106,7 @@ async def require_csrf(request: Request, user: Annotated[ConsoleUser, Depends(_l
             "This form was not sent by a page of this console session (the CSRF token did not match). "
             "Reload the page and try again.",
             user=user,
+            error_code="csrf_failed",
         )
 
 
@@ -123,6 +124,7 @@ def _writer(
             "You signed in with a read key: it shows everything and changes nothing. "
             "Sign in with an admin key to make this change.",
             user=user,
+            error_code="read_only",
         )
     return user
 

@@ -189,6 +189,7 @@ def screenshot() -> Callable[[Any, str], Path]:
 
     def shoot(tab: Any, name: str) -> Path:
         tab.set_viewport_size(VIEWPORT)
+        tab.evaluate("window.scrollTo(0, 0)")  # the page as it opens, not where the test last clicked
         path = ARTIFACTS / f"{name}.png"
         tab.screenshot(path=str(path))
         return path

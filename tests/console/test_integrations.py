@@ -187,6 +187,13 @@ def test_a_read_key_sees_integrations_with_every_write_disabled(logged_in_page, 
     )
     assert response.status == 403
     assert "read key" in response.text()
+    # a script's fetch (the Test button's) gets the API's envelope with a machine-readable code
+    fetched = page.request.post(
+        f"/console/integrations/{integration_id}/test",
+        headers={"Accept": "application/json", "X-CSRF-Token": token},
+    )
+    assert fetched.status == 403
+    assert fetched.json()["error_code"] == "read_only"
     with console.api() as api:
         assert api.get(f"/v1/integrations/{integration_id}").json()["data"]["enabled"] is True
     page.goto(f"/console/integrations/{integration_id}")
@@ -241,3 +248,16 @@ def test_recent_deliveries_are_paged_on_the_server(logged_in_page, console, slac
     page.get_by_role("link", name="Older deliveries").click()
     assert page.locator("li.delivery").count() == 1
     assert page.get_by_role("link", name="Older deliveries").count() == 0
+
+
+def test_names_are_shown_as_text_never_as_markup(logged_in_page, console):
+    name = f'<img src=x class="injected-{uuid.uuid4().hex[:6]}">'
+    with console.api() as api:
+        r = api.post(
+            "/v1/integrations",
+            json={"name": name, "provider": "webhook", "config": {"url": "https://example.com/hook"}},
+        )
+        assert r.status_code == 201, r.text
+    page = logged_in_page("admin")
+    assert page.get_by_role("link", name=name, exact=True).is_visible()
+    assert page.locator("img[src=x]").count() == 0

@@ -149,3 +149,34 @@ def test_keyboard_first_stop_is_the_skip_link_and_it_moves_focus_to_the_content(
     page.keyboard.press("Shift+Tab")
     focusable = page.evaluate("[...document.querySelectorAll('nav a')].every(a => a.tabIndex >= 0)")
     assert focusable
+
+
+def test_the_cookie_is_secure_when_the_public_url_is_https(console):
+    with console.stack.client(public_base_url="https://herald.example") as client:
+        r = client.post("/console/login", data={"api_key": console.admin_key}, follow_redirects=False)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("herald_console=")
+    assert (
+        "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/console" in cookie
+    )
+
+
+def test_an_expired_session_sends_the_user_back_to_sign_in(logged_in_page, console):
+    page = logged_in_page("read")
+    engine = create_engine(console.stack.env["HERALD_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE console_session SET expires_at = now() - interval '1 second'"))
+    engine.dispose()
+    page.goto("/console/notifications")
+    page.wait_for_url(re.compile(r"/console/login\?next=/console/notifications"))
+
+
+def test_a_login_form_posted_from_another_site_is_refused(console):
+    r = httpx.post(
+        f"{console.url}/console/login",
+        data={"api_key": console.admin_key},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and "set-cookie" not in r.headers
