@@ -39,6 +39,11 @@ helm-lint: install
 bench: install services
 	$(BIN)/python -m bench.run
 
+# The console's pages and list endpoints against 100k deliveries and 10k dead letters (bench/console.py).
+.PHONY: bench-console
+bench-console: install services
+	$(BIN)/python -m bench.console
+
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache *.egg-info
 

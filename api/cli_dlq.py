@@ -25,6 +25,7 @@ routes_cli = HeraldTyper(help="Routes.", no_args_is_help=True)
 DLQ_FLAGS = {
     "ids": "--id",
     "integration_id": "--integration",
+    "provider": "--provider",
     "project": "--project",
     "reason": "--reason",
     "since": "--since",
@@ -39,6 +40,7 @@ DLQ_FLAGS = {
 def _selection(
     ids: list[str] | None,
     integration: str | None,
+    provider: str | None,
     project: str | None,
     reason: str | None,
     since: str | None,
@@ -49,6 +51,7 @@ def _selection(
     body: dict[str, Any] = {"ids": ids or [], "states": state or ["dead"], "all": everything}
     for key, value in (
         ("integration_id", integration),
+        ("provider", provider),
         ("project", project),
         ("reason", reason),
         ("since", since),
@@ -61,6 +64,7 @@ def _selection(
 
 Ids = Annotated[list[str] | None, typer.Option("--id", metavar="ID", help="A delivery id (repeatable).")]
 Integration = Annotated[str | None, typer.Option("--integration", help="Integration id.")]
+Provider = Annotated[str | None, typer.Option(help="The integrations' provider, e.g. slack, webhook.")]
 Project = Annotated[str | None, typer.Option(help="Event project.")]
 Reason = Annotated[str | None, typer.Option(help="Dead reason, e.g. auth_failed, attempts_exhausted.")]
 Since = Annotated[str | None, typer.Option(help="Dead at or after (ISO 8601 with zone).")]
@@ -80,6 +84,7 @@ State = Annotated[
 def dlq_list(
     ctx: typer.Context,
     integration: Integration = None,
+    provider: Provider = None,
     project: Project = None,
     reason: Reason = None,
     since: Since = None,
@@ -91,6 +96,7 @@ def dlq_list(
     """Dead letters, newest first, with counts by reason."""
     params = {
         "integration_id": integration,
+        "provider": provider,
         "project": project,
         "reason": reason,
         "since": since,
@@ -170,6 +176,7 @@ def dlq_redrive(
     ctx: typer.Context,
     ids: Ids = None,
     integration: Integration = None,
+    provider: Provider = None,
     project: Project = None,
     reason: Reason = None,
     since: Since = None,
@@ -188,7 +195,7 @@ def dlq_redrive(
     _bulk(
         ctx,
         "redrive",
-        _selection(ids, integration, project, reason, since, until, state, everything),
+        _selection(ids, integration, provider, project, reason, since, until, state, everything),
         as_json,
     )
 
@@ -198,6 +205,7 @@ def dlq_purge(
     ctx: typer.Context,
     ids: Ids = None,
     integration: Integration = None,
+    provider: Provider = None,
     project: Project = None,
     reason: Reason = None,
     since: Since = None,
@@ -211,7 +219,10 @@ def dlq_purge(
     if not yes and not typer.confirm("Delete the selected dead letters for good?"):
         raise typer.Exit(1)
     _bulk(
-        ctx, "purge", _selection(ids, integration, project, reason, since, until, state, everything), as_json
+        ctx,
+        "purge",
+        _selection(ids, integration, provider, project, reason, since, until, state, everything),
+        as_json,
     )
 
 

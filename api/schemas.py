@@ -425,6 +425,7 @@ class DeadLetterSelect(Input):
 
     ids: Annotated[list[uuid.UUID], Field(max_length=1000)] = []
     integration_id: uuid.UUID | None = None
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
     project: Name | None = None
     reason: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     since: datetime | None = None

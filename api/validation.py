@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.message
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -57,6 +58,19 @@ def _has_body_error(errors: list[Any]) -> bool:
     return any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
 
 
+def field_error(errors: Sequence[Any]) -> tuple[str, str]:
+    """The 422's `error_code` and message (`field: what is wrong`) for pydantic's errors: the API's answer,
+    and the field-level message the console shows under a form field."""
+    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    where = ".".join(loc) or "body"
+    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
+    message = f"{where}: {first.get('msg', 'invalid')}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return code, message
+
+
 def validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = list(exc.errors())
     first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
@@ -73,12 +87,7 @@ def validation_response(request: Request, exc: RequestValidationError) -> JSONRe
             what = "Content-Type is missing"
         message = f"{what}: send a JSON body with 'Content-Type: application/json' (curl: --json or -H)"
         return JSONResponse(envelope(error=message, error_code="unsupported_media_type"), status_code=415)
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    where = ".".join(loc) or "body"
-    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
-    message = f"{where}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
+    code, message = field_error(errors)
     details = [
         {
             "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from shared.db.models import Delivery, Event
+from shared.db.models import Delivery, Event, Integration
 
 DEAD = "dead"
 #: the states a dead-letter selection may name (shared.deliveries.DEAD_LETTER_STATES)
@@ -27,6 +27,7 @@ class DeadLetterFilter:
 
     ids: tuple[uuid.UUID, ...] = ()
     integration_id: uuid.UUID | None = None
+    provider: str | None = None  # the integration's provider (slack, webhook, ...)
     project: str | None = None
     reason: str | None = None
     since: datetime | None = None  # dead since (delivery.updated_at >= since)
@@ -37,6 +38,7 @@ class DeadLetterFilter:
         return {
             "ids": [str(i) for i in self.ids],
             "integration_id": str(self.integration_id) if self.integration_id else None,
+            "provider": self.provider,
             "project": self.project,
             "reason": self.reason,
             "since": self.since.isoformat() if self.since else None,
@@ -49,6 +51,7 @@ class DeadLetterFilter:
         return cls(
             ids=tuple(uuid.UUID(i) for i in data.get("ids") or ()),
             integration_id=uuid.UUID(data["integration_id"]) if data.get("integration_id") else None,
+            provider=data.get("provider"),
             project=data.get("project"),
             reason=data.get("reason"),
             since=datetime.fromisoformat(data["since"]) if data.get("since") else None,
@@ -64,6 +67,10 @@ def conditions(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
         where.append(Delivery.id.in_(f.ids))
     if f.integration_id is not None:
         where.append(Delivery.integration_id == f.integration_id)
+    if f.provider is not None:
+        where.append(
+            Delivery.integration_id.in_(select(Integration.id).where(Integration.provider == f.provider))
+        )
     if f.reason is not None:
         where.append(Delivery.dead_reason == f.reason)
     if f.since is not None:

@@ -25,7 +25,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.console import integrations, notifications, session
+from api.console import channels, dead_letters, events, incidents, integrations, keys, notifications, session
 from api.console.pages import HERE, ConsoleError, LoginRequired, error_page
 from api.errors import envelope
 
@@ -33,6 +33,11 @@ PAGE_ROUTERS: list[APIRouter] = [
     session.router,
     integrations.router,
     notifications.router,
+    dead_letters.router,
+    events.router,
+    incidents.router,
+    channels.router,
+    keys.router,
 ]
 
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from api.errors import ApiError
+from api.validation import field_error
 
 if TYPE_CHECKING:
     from api.console.session import ConsoleUser
@@ -181,8 +182,6 @@ def field_errors(exc: ApiError) -> dict[str, str]:
 
 
 def validation_error(exc: ValidationError) -> ApiError:
-    """A form's pydantic error as the JSON API words its 422 (`field: message`, see api/validation.py)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid"}
-    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-    return ApiError(422, "invalid_field", f"{where}: {first.get('msg', 'invalid')}")
+    """A form's pydantic error as the JSON API words its 422 (`field: message`): api/validation.py's rule."""
+    code, message = field_error(exc.errors())
+    return ApiError(422, code, message)

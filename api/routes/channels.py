@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.deps import Admin, DbSession, Reader
 from api.errors import ApiError, envelope, not_found
@@ -39,9 +40,8 @@ def _forget(request: Request, channel_id: str) -> None:
         cache.forget(channel_id)
 
 
-@router.post("", status_code=201, response_model=Envelope[ChannelCreated], responses=error_responses(409))
-def create_channel(body: ChannelIn, session: DbSession, _: Admin) -> dict[str, Any]:
-    """Create a channel. A generated password is in this response only: store it now."""
+def new_channel(session: Session, body: ChannelIn) -> ChannelCreated:
+    """Create a channel (the API's and the console's one rule); a generated password is in the answer only."""
     channel_id = body.channel_id or new_channel_id()
     if session.get(Channel, channel_id) is not None:
         # Deleted channels keep their id reserved, so a new channel never inherits an old one's incidents.
@@ -53,19 +53,28 @@ def create_channel(body: ChannelIn, session: DbSession, _: Admin) -> dict[str, A
     session.add(row)
     session.commit()
     session.refresh(row)
-    created = ChannelCreated(**_out(row).model_dump(), password=None if body.password else password)
-    return envelope(created.model_dump(mode="json"))
+    return ChannelCreated(**_out(row).model_dump(), password=None if body.password else password)
+
+
+@router.post("", status_code=201, response_model=Envelope[ChannelCreated], responses=error_responses(409))
+def create_channel(body: ChannelIn, session: DbSession, _: Admin) -> dict[str, Any]:
+    """Create a channel. A generated password is in this response only: store it now."""
+    return envelope(new_channel(session, body).model_dump(mode="json"))
+
+
+def live_channels(session: Session, project: str | None = None) -> list[ChannelOut]:
+    stmt = select(Channel).where(Channel.deleted_at.is_(None)).order_by(Channel.created_at, Channel.id)
+    if project is not None:
+        stmt = stmt.where(Channel.project == project)
+    return [_out(r) for r in session.scalars(stmt)]
 
 
 @router.get("", response_model=Envelope[list[ChannelOut]])
 def list_channels(session: DbSession, _: Reader, project: str | None = None) -> dict[str, Any]:
-    stmt = select(Channel).where(Channel.deleted_at.is_(None)).order_by(Channel.created_at, Channel.id)
-    if project is not None:
-        stmt = stmt.where(Channel.project == project)
-    return envelope([_out(r).model_dump(mode="json") for r in session.scalars(stmt)])
+    return envelope([c.model_dump(mode="json") for c in live_channels(session, project)])
 
 
-def _live(session: DbSession, channel_id: str) -> Channel:
+def _live(session: Session, channel_id: str) -> Channel:
     row = session.get(Channel, channel_id)
     if row is None or row.deleted_at is not None:
         raise not_found("channel")
@@ -79,25 +88,34 @@ def rotate_password(
     channel_id: str, request: Request, session: DbSession, _: Admin, body: RotateIn | None = None
 ) -> dict[str, Any]:
     """A new password (given, or generated and shown once); the old one stops working."""
+    rotated = rotate_channel(request, session, channel_id, body.password if body else None)
+    return envelope(rotated.model_dump(mode="json"))
+
+
+def rotate_channel(
+    request: Request, session: Session, channel_id: str, password: str | None
+) -> ChannelCreated:
     row = _live(session, channel_id)
-    password = (body.password if body else None) or new_password()
-    row.password_hash = hash_password(password)
+    new = password or new_password()
+    row.password_hash = hash_password(new)
     row.version += 1
     row.updated_at = datetime.now(UTC)
     session.commit()
     session.refresh(row)
     _forget(request, channel_id)
-    generated = body is None or body.password is None
-    created = ChannelCreated(**_out(row).model_dump(), password=password if generated else None)
-    return envelope(created.model_dump(mode="json"))
+    return ChannelCreated(**_out(row).model_dump(), password=None if password else new)
 
 
 @router.delete("/{channel_id}", status_code=204, responses=error_responses(404))
 def delete_channel(channel_id: str, request: Request, session: DbSession, _: Admin) -> Response:
     """Delete a channel: its calls are refused from now on; its incidents and things stay readable."""
+    delete_live_channel(request, session, channel_id)
+    return Response(status_code=204)
+
+
+def delete_live_channel(request: Request, session: Session, channel_id: str) -> None:
     row = _live(session, channel_id)
     row.deleted_at = datetime.now(UTC)
     row.version += 1
     session.commit()
     _forget(request, channel_id)
-    return Response(status_code=204)

@@ -12,23 +12,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi import Request as FastApiRequest
-from sqlalchemy import select, tuple_
 
 from api.deps import Admin, DbSession, Reader
-from api.errors import ApiError, envelope, not_found
-from api.routes._common import MAX_PAGE, decode_cursor, encode_cursor, run_bulk
+from api.errors import envelope, not_found
+from api.queries.dead_letters import dead_letter_filter, dead_letter_page, selection
+from api.routes._common import MAX_PAGE, run_bulk
 from api.schemas import (
     BulkJobOut,
     BulkResult,
     DeadLetterList,
-    DeadLetterOut,
     DeadLetterSelect,
     DeadLetterState,
     Envelope,
     error_responses,
 )
-from shared import deliveries as deadletters
-from shared.db.models import BulkJob, Delivery, Event, Integration
+from shared.db.models import BulkJob
 
 router = APIRouter(
     prefix="/v1/dead-letters",
@@ -37,37 +35,12 @@ router = APIRouter(
 )
 
 
-def _filter(
-    *,
-    ids: list[uuid.UUID] | None = None,
-    integration_id: uuid.UUID | None,
-    project: str | None,
-    reason: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    states: list[str],
-) -> deadletters.DeadLetterFilter:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise ApiError(422, "invalid_field", f"{name}: give a time zone (e.g. 2026-01-01T00:00:00Z)")
-    if since is not None and until is not None and since >= until:
-        raise ApiError(422, "invalid_field", "since: must be before until")
-    return deadletters.DeadLetterFilter(
-        ids=tuple(ids or ()),
-        integration_id=integration_id,
-        project=project,
-        reason=reason,
-        since=since,
-        until=until,
-        states=tuple(dict.fromkeys(states)),
-    )
-
-
 @router.get("", response_model=Envelope[DeadLetterList])
 def list_dead_letters(
     session: DbSession,
     _: Reader,
     integration_id: uuid.UUID | None = None,
+    provider: Annotated[str | None, Query(max_length=32)] = None,
     project: Annotated[str | None, Query(max_length=100)] = None,
     reason: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="dead at or after (ISO 8601 with zone)")] = None,
@@ -77,74 +50,16 @@ def list_dead_letters(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Dead letters newest first, with the total and the counts by reason of the whole selection."""
-    flt = _filter(
+    flt = dead_letter_filter(
         integration_id=integration_id,
+        provider=provider,
         project=project,
         reason=reason,
         since=since,
         until=until,
         states=list(state or ["dead"]),
     )
-    stmt = (
-        select(Delivery, Event.type, Event.project, Integration.name, Integration.provider)
-        .join(Event, Event.id == Delivery.event_id)
-        .join(Integration, Integration.id == Delivery.integration_id)
-        .where(*deadletters.conditions(flt))
-        .order_by(Delivery.updated_at.desc(), Delivery.id.desc())
-        .limit(limit + 1)
-    )
-    if cursor is not None:
-        ts, last_id = decode_cursor(cursor)
-        stmt = stmt.where(tuple_(Delivery.updated_at, Delivery.id) < tuple_(ts, last_id))
-    rows = session.execute(stmt).all()
-    page, more = rows[:limit], len(rows) > limit
-    items = [
-        DeadLetterOut(
-            id=d.id,
-            event_id=d.event_id,
-            integration_id=d.integration_id,
-            integration_name=name,
-            provider=provider,
-            project=event_project,
-            event_type=event_type,
-            state=d.state,
-            reason=d.dead_reason or d.state,
-            last_error_class=d.last_error_class,
-            last_error_detail=d.last_error_detail,
-            attempt_count=d.attempt_count,
-            created_at=d.created_at,
-            updated_at=d.updated_at,
-        )
-        for d, event_type, event_project, name, provider in page
-    ]
-    counts = deadletters.counts_by_reason(session, flt)
-    last = page[-1][0] if page else None
-    result = DeadLetterList(
-        items=items,
-        counts_by_reason=counts,
-        total=sum(counts.values()),
-        next_cursor=encode_cursor(last.updated_at, last.id) if more and last is not None else None,
-    )
-    return envelope(result.model_dump(mode="json"))
-
-
-def _selection(body: DeadLetterSelect) -> deadletters.DeadLetterFilter:
-    filters = body.model_dump(exclude={"all", "states", "ids"}, exclude_none=True)
-    if not body.ids and not filters and not body.all:
-        raise ApiError(
-            422,
-            "empty_selection",
-            "give ids or at least one filter (integration_id, project, reason, since, until), or all=true",
-        )
-    return _filter(
-        ids=body.ids,
-        integration_id=body.integration_id,
-        project=body.project,
-        reason=body.reason,
-        since=body.since,
-        until=body.until,
-        states=list(body.states),
-    )
+    return envelope(dead_letter_page(session, flt, limit=limit, cursor=cursor).model_dump(mode="json"))
 
 
 @router.post(
@@ -159,7 +74,7 @@ def redrive(
 
     Idempotent: a row already redriven is no longer dead, so repeating the call re-queues nothing twice.
     Deliveries of a disabled integration stay where they are (`processed` < `matched`)."""
-    result = run_bulk(request, session, "redrive", _selection(body))
+    result = run_bulk(request, session, "redrive", selection(body))
     if result.job_id is not None:
         response.status_code = 202
     return envelope(result.model_dump(mode="json"))
@@ -174,7 +89,7 @@ def purge(
     body: DeadLetterSelect, request: FastApiRequest, response: Response, session: DbSession, _: Admin
 ) -> dict[str, Any]:
     """Delete the selected dead (or skipped) deliveries and their attempts for good."""
-    result = run_bulk(request, session, "purge", _selection(body))
+    result = run_bulk(request, session, "purge", selection(body))
     if result.job_id is not None:
         response.status_code = 202
     return envelope(result.model_dump(mode="json"))

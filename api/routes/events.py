@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Authenticated, DbSession, Principal
+from api.deps import Authenticated, DbSession, Principal, Reader
 from api.errors import ApiError, envelope, not_found
 from api.ingest import EventStore, accepted_response
+from api.queries.deliveries import attempts_of, delivery_fields
+from api.queries.events import EventQuery, event_page
+from api.queries.keyset import check_time_range
+from api.queries.schemas import EventPage
 from api.route_verdicts import load_routes, route_verdicts
-from api.routes.deliveries import attempts_of, delivery_fields
+from api.routes._common import MAX_PAGE
 from api.schemas import (
     DeliveryOut,
     Envelope,
@@ -26,17 +31,22 @@ from api.schemas import (
     RouteVerdictOut,
     error_responses,
 )
-from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS, Delivery, Event
+from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS, LIFECYCLE_KEY_MAX_CHARS, SEVERITIES, Delivery, Event
 from shared.events import (
     pipeline_lifecycle_key,
     pipeline_severity,
     release_lifecycle_key,
     release_severity,
 )
+from shared.routing import EVENT_KINDS
 
 router = APIRouter(
     prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
+
+EventKind = Literal["release", "pipeline", "incident", "thing", "message"]
+EventSeverity = Literal["info", "warning", "error", "critical"]
+assert set(get_args(EventKind)) == set(EVENT_KINDS) and set(get_args(EventSeverity)) == set(SEVERITIES)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX_CHARS)]
 
@@ -191,15 +201,19 @@ def _why_no_deliveries(session: Session, event: Event) -> NoDeliveriesOut:
     )
 
 
-@router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
-def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
+def event_detail(session: Session, principal: Principal, event_id: uuid.UUID) -> EventOut:
+    """One event with every delivery and attempt (the API's event view and the console's timeline)."""
     event = session.get(Event, event_id)
     # A key bound to another project learns nothing, not even that the event exists: the same 404.
     if event is None or not principal.may_see_project(event.project):
         raise not_found("event")
-    deliveries = list(session.scalars(select(Delivery).where(Delivery.event_id == event_id)))
+    deliveries = list(
+        session.scalars(
+            select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.created_at, Delivery.id)
+        )
+    )
     attempts = attempts_of(session, [d.id for d in deliveries])
-    out = EventOut(
+    return EventOut(
         id=event.id,
         kind=event.kind,
         type=event.type,
@@ -212,4 +226,43 @@ def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated)
         deliveries=[DeliveryOut(**delivery_fields(d, attempts)) for d in deliveries],
         no_deliveries=None if deliveries else _why_no_deliveries(session, event),
     )
-    return envelope(out.model_dump(mode="json"))
+
+
+@router.get("", response_model=Envelope[EventPage])
+def list_events(
+    session: DbSession,
+    _: Reader,
+    project: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[EventKind | None, Query()] = None,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    environment: Annotated[str | None, Query(max_length=100)] = None,
+    severity: Annotated[EventSeverity | None, Query()] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601 with zone)")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601 with zone)")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=LIFECYCLE_KEY_MAX_CHARS, description="event id, lifecycle key, or op id (with project)"
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Events newest first, each with its deliveries counted by state. Page with `next_cursor`."""
+    check_time_range(since, until)
+    query = EventQuery(
+        project=project,
+        kind=kind,
+        type=type,
+        environment=environment,
+        severity=severity,
+        since=since,
+        until=until,
+        text=q,
+    )
+    return envelope(event_page(session, query, limit=limit, cursor=cursor).model_dump(mode="json"))
+
+
+@router.get("/{event_id}", response_model=Envelope[EventOut], responses=error_responses(404))
+def get_event(event_id: uuid.UUID, session: DbSession, principal: Authenticated) -> dict[str, Any]:
+    return envelope(event_detail(session, principal, event_id).model_dump(mode="json"))

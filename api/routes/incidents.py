@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import DbSession, Principal, Reader
 from api.errors import envelope, not_found
 from api.gateway.schemas import DispatchOut, LifecycleDetailOut, LifecycleOut, LifecyclePage
-from api.routes._common import MAX_PAGE, decode_cursor, encode_cursor
-from api.routes.deliveries import attempts_of, delivery_fields
+from api.queries.deliveries import attempts_of, delivery_fields
+from api.queries.keyset import newest_first, next_cursor, split_page
+from api.routes._common import MAX_PAGE
 from api.schemas import DeliveryOut, Envelope, error_responses
 from shared.db.models import Delivery, Event, GatewayDispatch, GatewayLifecycle
 from shared.events import GATEWAY_SEVERITIES
@@ -59,7 +60,7 @@ def _out(row: GatewayLifecycle) -> dict[str, Any]:
     }
 
 
-def _list(
+def lifecycle_page(
     session: Session,
     principal: Principal,
     kind: str,
@@ -70,7 +71,9 @@ def _list(
     severity: str | None,
     cursor: str | None,
     limit: int,
-) -> dict[str, Any]:
+) -> LifecyclePage:
+    """Newest first. The cursor is a row comparison on (created_at, id) so the gateway_lifecycle indexes
+    (kind[, channel | project], created_at, id) start at the cursor: a deep page costs what the first does."""
     stmt = select(GatewayLifecycle).where(GatewayLifecycle.kind == kind)
     if principal.project is not None and "admin" not in principal.scopes:
         project = project or principal.project
@@ -83,29 +86,16 @@ def _list(
         stmt = stmt.where(GatewayLifecycle.is_open.is_(is_open))
     if severity is not None:
         stmt = stmt.where(GatewayLifecycle.severity == severity)
-    if cursor is not None:
-        ts, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                GatewayLifecycle.created_at < ts,
-                and_(GatewayLifecycle.created_at == ts, GatewayLifecycle.id < row_id),
-            )
-        )
-    rows = list(
-        session.scalars(
-            stmt.order_by(GatewayLifecycle.created_at.desc(), GatewayLifecycle.id.desc()).limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    page = LifecyclePage(
+    stmt = newest_first(stmt, GatewayLifecycle.created_at, GatewayLifecycle.id, limit=limit, cursor=cursor)
+    rows, more = split_page(list(session.scalars(stmt)), limit)
+    last = rows[-1] if rows else None
+    return LifecyclePage(
         items=[LifecycleOut(**_out(r)) for r in rows],
-        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None,
+        next_cursor=next_cursor(last.created_at if last else None, last.id if last else None, more),
     )
-    return envelope(page.model_dump(mode="json"))
 
 
-def _detail(session: Session, principal: Principal, kind: str, object_id: str) -> dict[str, Any]:
+def lifecycle_detail(session: Session, principal: Principal, kind: str, object_id: str) -> LifecycleDetailOut:
     row = session.scalar(
         select(GatewayLifecycle).where(GatewayLifecycle.kind == kind, GatewayLifecycle.object_id == object_id)
     )
@@ -155,8 +145,7 @@ def _detail(session: Session, principal: Principal, kind: str, object_id: str) -
                 deliveries=by_event.get(d.event_row_id, []),
             )
         )
-    detail = LifecycleDetailOut(**_out(row), dispatches=out)
-    return envelope(detail.model_dump(mode="json"))
+    return LifecycleDetailOut(**_out(row), dispatches=out)
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
@@ -174,7 +163,7 @@ def list_incidents(
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Incidents (PushGo Events), newest first."""
-    return _list(
+    page = lifecycle_page(
         session,
         principal,
         "incident",
@@ -185,6 +174,7 @@ def list_incidents(
         cursor=cursor,
         limit=limit,
     )
+    return envelope(page.model_dump(mode="json"))
 
 
 @router.get(
@@ -192,7 +182,7 @@ def list_incidents(
 )
 def get_incident(event_id: str, session: DbSession, principal: Reader) -> dict[str, Any]:
     """An incident's current state and every dispatch (create, updates, close) with its deliveries."""
-    return _detail(session, principal, "incident", event_id)
+    return envelope(lifecycle_detail(session, principal, "incident", event_id).model_dump(mode="json"))
 
 
 @router.get("/v1/things", response_model=Envelope[LifecyclePage])
@@ -206,7 +196,7 @@ def list_things(
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Things, newest first (`open=false`: archived or deleted)."""
-    return _list(
+    page = lifecycle_page(
         session,
         principal,
         "thing",
@@ -217,6 +207,7 @@ def list_things(
         cursor=cursor,
         limit=limit,
     )
+    return envelope(page.model_dump(mode="json"))
 
 
 @router.get(
@@ -224,4 +215,4 @@ def list_things(
 )
 def get_thing(thing_id: str, session: DbSession, principal: Reader) -> dict[str, Any]:
     """A thing's current state and every dispatch with its deliveries."""
-    return _detail(session, principal, "thing", thing_id)
+    return envelope(lifecycle_detail(session, principal, "thing", thing_id).model_dump(mode="json"))

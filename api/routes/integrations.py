@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 
 from api.deps import Admin, DbSession, Reader
 from api.errors import ApiError, envelope, not_found
+from api.queries.deliveries import DeliveryQuery, delivery_page
 from api.routes._common import (
     MAX_PAGE,
-    decode_cursor,
-    encode_cursor,
     integration_outs,
     merge_config,
     publish_deliveries,
@@ -28,7 +27,6 @@ from api.routes._common import (
     stored_config,
     validated_config,
 )
-from api.routes.deliveries import delivery_details
 from api.schemas import (
     DeliveryPage,
     Envelope,
@@ -284,19 +282,5 @@ def recent_deliveries(
 ) -> dict[str, Any]:
     """This integration's deliveries, newest first, each with its attempts. Page with `next_cursor`."""
     _get(session, integration_id)
-    stmt = (
-        select(Delivery)
-        .where(Delivery.integration_id == integration_id)
-        .order_by(Delivery.created_at.desc(), Delivery.id.desc())
-        .limit(limit + 1)
-    )
-    if state is not None:
-        stmt = stmt.where(Delivery.state == state)
-    if cursor is not None:
-        ts, last_id = decode_cursor(cursor)
-        stmt = stmt.where(tuple_(Delivery.created_at, Delivery.id) < tuple_(ts, last_id))
-    rows = list(session.scalars(stmt))
-    page, more = rows[:limit], len(rows) > limit
-    items = delivery_details(session, page)
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
-    return envelope(DeliveryPage(items=items, next_cursor=next_cursor).model_dump(mode="json"))
+    q = DeliveryQuery(integration_id=integration_id, state=state)
+    return envelope(delivery_page(session, q, limit=limit, cursor=cursor).model_dump(mode="json"))

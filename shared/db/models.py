@@ -174,6 +174,8 @@ class Event(Base):
     __table_args__ = (
         Index("event_outbox_idx", "next_fanout_at", postgresql_where=text("fanned_out_at IS NULL")),
         Index("event_project_created_idx", "project", "created_at"),
+        # The event listing across projects, newest first (api/queries/events.py; 0008_console_indexes).
+        Index("event_created_idx", "created_at", "id"),
         UniqueConstraint("project", "idempotency_key", name="event_project_idempotency_key"),
         # Fan-out looks up the previous delivered message of each lifecycle (workers/tasks/fanout.py).
         Index("event_lifecycle_key_idx", "lifecycle_key"),
@@ -255,6 +257,9 @@ class Delivery(Base):
         Index("delivery_delivered_at_idx", "delivered_at", postgresql_where=text("state = 'delivered'")),
         # An integration's recent deliveries, newest first (GET /v1/integrations/{id}/deliveries).
         Index("delivery_integration_created_idx", "integration_id", "created_at"),
+        # The delivery listing (api/queries/deliveries.py): all of them, or one state, newest first.
+        Index("delivery_created_idx", "created_at", "id"),
+        Index("delivery_state_created_idx", "state", "created_at", "id"),
         Index(
             "delivery_lifecycle_idx",
             "lifecycle_key",

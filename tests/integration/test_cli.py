@@ -128,6 +128,9 @@ def test_dlq_list_redrive_with_progress_and_purge(live_api, api, receiver: FakeS
     assert r.exit_code == 0 and "invalid_payload" in r.stdout and "4" in r.stdout
     r = herald(live_api, "dlq", "list", "--project", project, "--json")
     assert json.loads(r.stdout)["counts_by_reason"] == {"invalid_payload": 4}
+    for provider, total in (("webhook", 4), ("slack", 0)):
+        r = herald(live_api, "dlq", "list", "--project", project, "--provider", provider, "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["total"] == total, r.output
 
     # One by id (inline), then the other three as a background job followed by a progress bar.
     r = herald(live_api, "dlq", "redrive", "--id", dead[0]["id"], "--json")
