@@ -43,6 +43,7 @@ from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deliveries as deadletters
+from shared.circuits import circuit_values, closed
 from shared.crypto import KeyRing
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
@@ -158,6 +159,12 @@ def _save(
     if fields.get("enabled") is False and row.enabled:
         # Its queued work is skipped now (replayable), not left for a claim to find; in the same transaction.
         deadletters.skip_integration(session, row.id)
+    if new_config is not None or (fields.get("enabled") is True and not row.enabled):
+        # New credentials, or enabled again: someone fixed it, so its circuit starts closed (a failure opens it
+        # again soon enough) and an automatic disable's reason no longer applies.
+        for name, value in circuit_values(closed(datetime.now(UTC))).items():
+            setattr(row, name, value)
+        row.disabled_reason = None
     for name, value in fields.items():
         setattr(row, name, value)
     row.updated_at = datetime.now(UTC)

@@ -1,0 +1,63 @@
+"""The delivery statements of circuits (shared/circuits.py decides, workers/circuits.py applies): choosing the
+probe and releasing an integration's backlog once its circuit closes.
+
+Neither changes an attempt count. The probe moves `waiting -> pending` (shared/deliveries.py's allowed move)
+or, pending or retrying, is just made due now; the release only re-times unfinished rows. Both read the
+partial index `delivery_backlog_idx` (an integration's unfinished deliveries, oldest first).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# The oldest unfinished delivery not locked by someone else (a claim, the sweeper's wake) becomes due now and is
+# marked as published: the caller publishes it after the commit.
+PROBE_SQL = text(
+    """
+    UPDATE delivery d
+       SET state = CASE WHEN d.state = 'waiting' THEN 'pending' ELSE d.state END,
+           next_attempt_at = now(),
+           queued_at = now(),
+           updated_at = now()
+     WHERE d.id = (
+        SELECT id FROM delivery
+         WHERE integration_id = :integration_id AND state IN ('pending', 'retrying', 'waiting')
+         ORDER BY created_at, id
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+       AND d.state IN ('pending', 'retrying', 'waiting')
+    RETURNING d.id
+    """
+)
+
+# Oldest first, one `step_s` apart (the destination's pace): the sweeper wakes and publishes them in that order,
+# so the backlog reaches the destination in the order it was accepted. `queued_at` is cleared: a `deliver`
+# message already on Redis finds its row not due and drops it, and the sweeper publishes it when due.
+RELEASE_SQL = text(
+    """
+    UPDATE delivery d
+       SET next_attempt_at = now() + make_interval(secs => (r.rank - 1) * :step_s),
+           queued_at = NULL,
+           updated_at = now()
+      FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS rank
+              FROM delivery
+             WHERE integration_id = :integration_id AND state IN ('pending', 'retrying', 'waiting')) r
+     WHERE d.id = r.id AND d.state IN ('pending', 'retrying', 'waiting')
+    """
+)
+
+
+def send_probe(session: Session, integration_id: uuid.UUID) -> uuid.UUID | None:
+    """Make the integration's oldest unfinished delivery due now; its id, or None when it has none free."""
+    probe_id: uuid.UUID | None = session.scalar(PROBE_SQL, {"integration_id": integration_id})
+    return probe_id
+
+
+def release_backlog(session: Session, integration_id: uuid.UUID, step_s: float) -> int:
+    """Re-time the integration's unfinished deliveries oldest first, `step_s` apart; how many. The caller
+    commits."""
+    result = session.execute(RELEASE_SQL, {"integration_id": integration_id, "step_s": max(step_s, 0.0)})
+    return int(getattr(result, "rowcount", 0) or 0)
