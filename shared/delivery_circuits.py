@@ -1,6 +1,9 @@
 """The delivery statements of circuits (shared/circuits.py decides, workers/circuits.py applies): choosing the
 probe and releasing an integration's backlog once its circuit closes.
 
+"Oldest" is the order the API accepted the events in (event.created_at): delivery rows of one fan-out share
+their transaction's timestamp.
+
 Neither changes an attempt count. The probe moves `waiting -> pending` (shared/deliveries.py's allowed move)
 or, pending or retrying, is just made due now; the release only re-times unfinished rows. Both read the
 partial index `delivery_backlog_idx` (an integration's unfinished deliveries, oldest first).
@@ -23,11 +26,11 @@ PROBE_SQL = text(
            queued_at = now(),
            updated_at = now()
      WHERE d.id = (
-        SELECT id FROM delivery
-         WHERE integration_id = :integration_id AND state IN ('pending', 'retrying', 'waiting')
-         ORDER BY created_at, id
+        SELECT b.id FROM delivery b JOIN event e ON e.id = b.event_id
+         WHERE b.integration_id = :integration_id AND b.state IN ('pending', 'retrying', 'waiting')
+         ORDER BY e.created_at, b.id
          LIMIT 1
-           FOR UPDATE SKIP LOCKED)
+           FOR UPDATE OF b SKIP LOCKED)
        AND d.state IN ('pending', 'retrying', 'waiting')
     RETURNING d.id
     """
@@ -42,9 +45,9 @@ RELEASE_SQL = text(
        SET next_attempt_at = now() + make_interval(secs => (r.rank - 1) * :step_s),
            queued_at = NULL,
            updated_at = now()
-      FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS rank
-              FROM delivery
-             WHERE integration_id = :integration_id AND state IN ('pending', 'retrying', 'waiting')) r
+      FROM (SELECT b.id, row_number() OVER (ORDER BY e.created_at, b.id) AS rank
+              FROM delivery b JOIN event e ON e.id = b.event_id
+             WHERE b.integration_id = :integration_id AND b.state IN ('pending', 'retrying', 'waiting')) r
      WHERE d.id = r.id AND d.state IN ('pending', 'retrying', 'waiting')
     """
 )

@@ -317,6 +317,8 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
                     select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
                 )
             }
+            # In the order the events were accepted: the limiter hands out slots in the order it is asked.
+            rows = sorted(rows, key=lambda r: (events[r.event_id].created_at, r.id))
             claimed, skipped = claim_jobs(
                 session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
             )
