@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 # The oldest unfinished delivery not locked by someone else (a claim, the sweeper's wake) becomes due now and is
-# marked as published: the caller publishes it after the commit.
+# marked as published: the caller publishes it after the commit. A retry not due yet is not taken: the probe never
+# shortens a delivery's own schedule (it is held when it comes due, and can be the next probe).
 PROBE_SQL = text(
     """
     UPDATE delivery d
@@ -27,7 +28,8 @@ PROBE_SQL = text(
            updated_at = now()
      WHERE d.id = (
         SELECT b.id FROM delivery b JOIN event e ON e.id = b.event_id
-         WHERE b.integration_id = :integration_id AND b.state IN ('pending', 'retrying', 'waiting')
+         WHERE b.integration_id = :integration_id
+           AND (b.state = 'waiting' OR (b.state IN ('pending', 'retrying') AND b.next_attempt_at <= now()))
          ORDER BY e.created_at, b.id
          LIMIT 1
            FOR UPDATE OF b SKIP LOCKED)
@@ -54,7 +56,7 @@ RELEASE_SQL = text(
 
 
 def send_probe(session: Session, integration_id: uuid.UUID) -> uuid.UUID | None:
-    """Make the integration's oldest unfinished delivery due now; its id, or None when it has none free."""
+    """Make the integration's oldest held (or due) delivery due now; its id, or None when it has none."""
     probe_id: uuid.UUID | None = session.scalar(PROBE_SQL, {"integration_id": integration_id})
     return probe_id
 

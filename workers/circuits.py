@@ -180,13 +180,19 @@ def apply_results(runtime: ProcessRuntime, session: Session, results: list[SendR
     return changes
 
 
+# The released backlog is spaced a little wider than the destination's pace. At exactly its pace every row would
+# come back just as the limiter's last slot ends, so each one waits again by a sweep's granularity, and a row that
+# waits twice can be overtaken by the next one: the margin absorbs that jitter and keeps them in order.
+RELEASE_PACE_MARGIN = 1.25
+
+
 def _release_step_s(row: Integration) -> float:
-    """The backlog goes out at the destination's pace (unpaced destinations: all at once)."""
+    """The backlog goes out just under the destination's pace, oldest first (unpaced: all at once)."""
     # Imported here: workers.dispatch imports this module (its claim hook).
     from workers.dispatch import integration_rate
 
     rate = integration_rate(row)
-    return 1.0 / rate.per_s if rate is not None and rate.per_s > 0 else 0.0
+    return RELEASE_PACE_MARGIN / rate.per_s if rate is not None and rate.per_s > 0 else 0.0
 
 
 def _log_transition(row: Integration, before: Circuit, after: Circuit) -> None:

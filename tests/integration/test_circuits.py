@@ -200,8 +200,8 @@ def test_a_failing_webhook_opens_probes_recovers_and_drains_in_order(cstack: Sta
     path = f"/down/{project}"
     outage.fail(path, 503)
     ops = ops_route(api, outage)
-    # Paced at 2/s: the released backlog goes out one by one in order.
-    failing = webhook(api, outage.server.url(path), project, pace_per_s=2.0, pace_burst=1)
+    # Paced at 1/s: the released backlog goes out one by one in order.
+    failing = webhook(api, outage.server.url(path), project, pace_per_s=1.0, pace_burst=1)
     route(api, failing, project)
     first = [post_release(api, project, version=f"1.{i}.0") for i in range(5)]
     opened = circuit_becomes(api, failing, "open")
