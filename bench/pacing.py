@@ -268,8 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bulkhead-rate", type=float, default=20.0, help="events/s sent in the bulkhead phase"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="HERALD_X=VALUE", help="a setting for this run (repeatable)"
+    )
     args = parser.parse_args(argv)
     env = {"HERALD_PACING_ENABLED": "false"} if args.no_pacing else {}
+    env.update(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory(prefix="herald-bench-pacing-") as tmp, Herald(Path(tmp), env) as herald:
         if args.bulkhead:
             figures = asyncio.run(bulkhead_phase(herald, args.bulkhead_events, args.bulkhead_rate, 60.0))
