@@ -269,7 +269,11 @@ def main(argv: list[str] | None = None) -> None:
         "--bulkhead-rate", type=float, default=20.0, help="events/s sent in the bulkhead phase"
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="HERALD_X=VALUE", help="a setting for this run (repeatable)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="HERALD_X=VALUE",
+        help="a setting for this run (repeatable)",
     )
     args = parser.parse_args(argv)
     env = {"HERALD_PACING_ENABLED": "false"} if args.no_pacing else {}
