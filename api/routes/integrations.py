@@ -43,7 +43,7 @@ from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deliveries as deadletters
-from shared.circuits import circuit_values, closed
+from shared.circuits import CircuitPolicy, CircuitState, circuit_of, circuit_values, closed, probing
 from shared.crypto import KeyRing
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
@@ -246,8 +246,10 @@ def test_integration(
 ) -> dict[str, Any]:
     """Send a `[TEST]` release event to this integration only, through the real pipeline: the workers render,
     send and retry it like any delivery. Answers at once with the delivery id; watch it with
-    GET /v1/deliveries/{delivery_id}. Works on a disabled integration too (test before enabling)."""
-    row = _get(session, integration_id)
+    GET /v1/deliveries/{delivery_id}. Works on a disabled integration too (test before enabling).
+    While the integration's circuit is open, the test is its probe: sent now, and its success closes the
+    circuit (and releases the held deliveries)."""
+    row = _get(session, integration_id, lock=True)
     payload = _test_payload(request, row)
     event_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
@@ -271,6 +273,11 @@ def test_integration(
     session.add(
         Delivery(id=delivery_id, event_id=event_id, integration_id=row.id, state="pending", queued_at=now)
     )
+    circuit = circuit_of(row)
+    if circuit.state != CircuitState.CLOSED:
+        policy = CircuitPolicy.from_settings(request.app.state.settings)
+        for name, value in circuit_values(probing(circuit, delivery_id, policy, now)).items():
+            setattr(row, name, value)
     session.commit()
     published = publish_deliveries(request, [delivery_id])
     return envelope(

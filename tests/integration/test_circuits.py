@@ -400,3 +400,35 @@ def test_an_integration_open_too_long_is_disabled_skipped_and_replayable(own_sta
         )
         delivered = {b["event_id"] for b in bodies(outage.server, path) if b["type"] == "release.created"}
         assert set(events) <= delivered
+
+
+@pytest.mark.timeout(120)
+def test_the_test_button_is_the_probe_of_an_open_circuit(cstack: Stack, api, outage: Outage):
+    """Before: the Test button's delivery was held like any other while the circuit was open, so "does it work
+    now?" got no answer until the next scheduled probe."""
+    project = f"btn-{uuid.uuid4().hex[:8]}"
+    path = f"/btn/{project}"
+    outage.fail(path, 503)
+    failing = webhook(api, outage.server.url(path), project)
+    route(api, failing, project)
+    held = [post_release(api, project, version=f"5.{i}.0") for i in range(3)]
+    circuit_becomes(api, failing, "open")
+    wait_until(
+        lambda: [s for s, _, _ in rows(cstack, failing)][1:] == ["waiting"] * 2,
+        20,
+        f"{rows(cstack, failing)}",
+    )
+    sent = len(outage.server.requests(path))
+    # The first scheduled probe fails; the next one is 4 s away.
+    assert len(outage.server.wait_for(path, sent + 1, timeout_s=30)) == sent + 1
+    outage.recover_after_current(path)
+    r = api.post(f"/v1/integrations/{failing}/test", headers=AUTH)
+    assert r.status_code == 202, r.text
+    assert circuit(api, failing)["state"] in ("half_open", "closed")  # closed already if it was quick
+    circuit_becomes(api, failing, "closed")
+    first_good = bodies(outage.server, path)[sent + 1]
+    assert first_good["event_id"] == r.json()["data"]["event_id"] and first_good["test"] is True
+    wait_until(
+        lambda: [s for s, _, _ in rows(cstack, failing)] == ["delivered"] * 4, 30, f"{rows(cstack, failing)}"
+    )
+    assert set(held) <= {b["event_id"] for b in bodies(outage.server, path)}
