@@ -185,9 +185,13 @@ class LatencyReceiver:
         return runner
 
 
-def p99(values: list[float]) -> float:
+def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def p99(values: list[float]) -> float:
+    return quantile(values, 0.99)
 
 
 async def _webhook(
@@ -238,6 +242,10 @@ async def bulkhead_phase(herald: Herald, events: int, per_s: float, hang_s: floa
     without, with_hanging = receiver.latencies_s["ok-alone"], receiver.latencies_s["ok-shared"]
     return {
         "events_per_phase": events,
+        "healthy_p50_alone_s": quantile(without, 0.5),
+        "healthy_p50_beside_hanging_s": quantile(with_hanging, 0.5),
+        "healthy_p95_alone_s": quantile(without, 0.95),
+        "healthy_p95_beside_hanging_s": quantile(with_hanging, 0.95),
         "healthy_p99_alone_s": p99(without),
         "healthy_p99_beside_hanging_s": p99(with_hanging),
         "ratio_goal_at_most_2": p99(with_hanging) / p99(without) if without else float("nan"),
@@ -288,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"pacing {'off' if args.no_pacing else 'on'}:")
     for key, value in figures.items():
-        print(f"  {key:24s} {value:10.2f}" if isinstance(value, float) else f"  {key:24s} {value:10d}")
+        print(f"  {key:30s} {value:10.2f}" if isinstance(value, float) else f"  {key:30s} {value:10d}")
 
 
 if __name__ == "__main__":
