@@ -9,6 +9,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24 set, and Rich freezes a width given by COLUMNS when its
+# Console is built (api/cli_client.py builds it at import): the CLI tests pass their own COLUMNS per invocation,
+# which only works if none was frozen at import.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 PG_ADMIN_DSN = os.environ.get("HERALD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = "127.0.0.1"
 

@@ -144,7 +144,8 @@ class FakeApns:
 
     def wait_for(self, count: int, timeout_s: float = 20.0) -> list[PushRequest]:
         with self._lock:
-            self._lock.wait_for(lambda: len(self.requests) >= count, timeout_s)
+            if not self._lock.wait_for(lambda: len(self.requests) >= count, timeout_s):
+                raise AssertionError(f"{len(self.requests)} of {count} arrived within {timeout_s} s")
             return list(self.requests)
 
     def delivered_to(self) -> list[str]:

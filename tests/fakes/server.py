@@ -101,12 +101,16 @@ class FakeServer:
             return list(self._requests[path])
 
     def wait_for(self, path: str, count: int, timeout_s: float = 20.0) -> list[Recorded]:
+        """Every request to `path` once there are at least `count`; fails the test if they do not arrive in
+        `timeout_s` (a partial list returned quietly would let a caller assert less than it says)."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while len(self._requests[path]) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    break
+                    raise AssertionError(
+                        f"{path}: {len(self._requests[path])} of {count} requests arrived within {timeout_s} s"
+                    )
                 self._cond.wait(left)
             return list(self._requests[path])
 

@@ -293,7 +293,8 @@ class FakeSmtp:
 
     def wait_for(self, count: int, timeout_s: float = 20.0) -> list[Received]:
         with self._lock:
-            self._lock.wait_for(lambda: len(self.received) >= count, timeout_s)
+            if not self._lock.wait_for(lambda: len(self.received) >= count, timeout_s):
+                raise AssertionError(f"{len(self.received)} of {count} arrived within {timeout_s} s")
             return list(self.received)
 
     # handler callbacks (server thread)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,22 +23,30 @@ from tests.integration.stack import Stack
 REDIS_TEST_DBS = range(1, 14)
 
 
+# With `pytest -n` several test processes claim databases at once; when all are held, wait this long for one.
+CLAIM_WAIT_S = 180.0
+
+
 @contextlib.contextmanager
 def claimed_redis_db() -> Iterator[int]:
-    for db in REDIS_TEST_DBS:
-        handle = open(f"/tmp/herald-test-redis-db-{db}.lock", "w")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        try:
-            yield db
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-        return
-    raise RuntimeError("every test Redis database is in use by another test session")
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        for db in REDIS_TEST_DBS:
+            handle = open(f"/tmp/herald-test-redis-db-{db}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield db
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("every test Redis database is in use by another test session")
+        time.sleep(0.5)
 
 
 def _new_db(template_db: str) -> str:

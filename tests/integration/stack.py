@@ -33,7 +33,9 @@ FAST_ENV = {
     "HERALD_REQUEUE_AFTER_S": "3",
     "HERALD_SENDING_LEASE_S": "4",
     "HERALD_EGRESS_ALLOW_CIDRS": "127.0.0.1/32",
-    "HERALD_DATABASE_POOL_SIZE": "8",
+    # Small pools: the suite runs 4 test processes at once, each with stacks of several processes, against one
+    # PostgreSQL whose max_connections is 100.
+    "HERALD_DATABASE_POOL_SIZE": "4",
 }
 
 
