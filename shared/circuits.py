@@ -5,7 +5,7 @@ time (workers/circuits.py reads and writes the rows and calls these).
 closed --N consecutive retryable failures, or one auth/target error--> open
 open --probe due (the sweeper sends the oldest unfinished delivery)--> half_open
 half_open --the probe (or any send) succeeds--> closed      (the backlog is released in order)
-half_open --it fails, or the probe's deadline passes--> open (the next probe further away)
+half_open --the probe fails, or its deadline passes--> open (the next probe further away)
 open --any send claimed before it opened succeeds--> closed
 open|half_open for longer than auto_disable_after_s --> the integration is disabled (its work `skipped`)
 ```
@@ -101,6 +101,8 @@ class Evidence:
     failure_reason: str | None = None
     #: a permanent error that says the integration itself is broken (auth, target gone, config), in words
     permanent: str | None = None
+    #: the deliveries that failed (either way): while half open only the probe's own failure counts
+    failed_ids: frozenset[uuid.UUID] = frozenset()
 
 
 def closed(now: datetime) -> Circuit:
@@ -123,6 +125,9 @@ def after_results(circuit: Circuit, evidence: Evidence, policy: CircuitPolicy, n
     """The circuit after a batch of outcomes. A permanent integration error outweighs a success in the same
     batch (as it does for the `failing` flag); otherwise any success closes the circuit."""
     state = circuit.state
+    if state == CircuitState.HALF_OPEN and circuit.probe_id not in evidence.failed_ids:
+        # Failures of sends claimed before the probe went out (or of an earlier probe) say nothing new.
+        evidence = replace(evidence, failures=0, permanent=None)
     if evidence.permanent is not None:
         if state == CircuitState.OPEN:
             return circuit  # already open: its probe schedule stands
@@ -185,6 +190,15 @@ def probing(circuit: Circuit, probe_id: uuid.UUID | None, policy: CircuitPolicy,
         probe_id=probe_id,
         probe_at=now + timedelta(seconds=deadline_s),
     )
+
+
+def probe_now(circuit: Circuit, now: datetime) -> Circuit:
+    """Someone saved the integration's config (new credentials, or "try again"): an open circuit probes at the
+    next sweep with the shortest interval again, so its success closes it the usual way (the backlog released,
+    `recovered` told). `since` stands: a save proves nothing until a send succeeds."""
+    if circuit.state == CircuitState.CLOSED:
+        return circuit
+    return replace(circuit, state=CircuitState.OPEN, probes=0, probe_at=now, probe_id=None)
 
 
 def should_disable(circuit: Circuit, policy: CircuitPolicy, now: datetime) -> bool:

@@ -18,7 +18,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,14 +103,17 @@ def evidence(results: Iterable[SendResult]) -> dict[uuid.UUID, Evidence]:
         integration_id = r.job.claimed.integration_id
         e = found.get(integration_id, Evidence())
         err = r.error
+        failed = e.failed_ids | {r.job.claimed.id}
         if r.receipt is not None:
-            e = Evidence(e.successes + 1, e.failures, e.failure_reason, e.permanent)
+            e = replace(e, successes=e.successes + 1)
         elif isinstance(err, DeliveryError):
             if err.marks_failing and not err.removed_targets:
-                e = Evidence(e.successes, e.failures, e.failure_reason, f"{err.code}: {err.detail}")
+                e = replace(e, permanent=f"{err.code}: {err.detail}", failed_ids=failed)
             elif err.retryable and not isinstance(err, RateLimited):
                 # A 429 is the destination's pace, not its health (pacing handles it).
-                e = Evidence(e.successes, e.failures + 1, f"{err.code}: {err.detail}", e.permanent)
+                e = replace(
+                    e, failures=e.failures + 1, failure_reason=f"{err.code}: {err.detail}", failed_ids=failed
+                )
         found[integration_id] = e
     return found
 

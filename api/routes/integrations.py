@@ -43,7 +43,15 @@ from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deliveries as deadletters
-from shared.circuits import CircuitPolicy, CircuitState, circuit_of, circuit_values, closed, probing
+from shared.circuits import (
+    CircuitPolicy,
+    CircuitState,
+    circuit_of,
+    circuit_values,
+    closed,
+    probe_now,
+    probing,
+)
 from shared.crypto import KeyRing
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
@@ -159,12 +167,17 @@ def _save(
     if fields.get("enabled") is False and row.enabled:
         # Its queued work is skipped now (replayable), not left for a claim to find; in the same transaction.
         deadletters.skip_integration(session, row.id)
-    if new_config is not None or (fields.get("enabled") is True and not row.enabled):
-        # New credentials, or enabled again: someone fixed it, so its circuit starts closed (a failure opens it
-        # again soon enough) and an automatic disable's reason no longer applies.
-        for name, value in circuit_values(closed(datetime.now(UTC))).items():
+    now = datetime.now(UTC)
+    if fields.get("enabled") is True and not row.enabled:
+        # Enabled again (after an automatic disable, say): a fresh start, its circuit closed (a failure opens it
+        # again soon enough), the disable's reason gone.
+        for name, value in circuit_values(closed(now)).items():
             setattr(row, name, value)
         row.disabled_reason = None
+    elif new_config is not None:
+        # A saved config is a "try again": an open circuit probes at once (its success closes it and says so).
+        for name, value in circuit_values(probe_now(circuit_of(row), now)).items():
+            setattr(row, name, value)
     for name, value in fields.items():
         setattr(row, name, value)
     row.updated_at = datetime.now(UTC)

@@ -286,13 +286,27 @@ def test_a_401_opens_at_once_tells_ops_not_itself_and_is_rate_limited(cstack: St
     assert told["severity"] == "error"
     assert told["circuit"]["state"] == "open" and told["circuit"]["reason"].startswith("auth_failed")
     assert all(b["type"] == "release.created" for b in bodies(outage.server, path))
-    # New credentials close it; it fails again at once and opens again, but ops already heard within the
-    # rate-limit interval (HERALD_OPS_EVENT_MIN_INTERVAL_S=3600): no second failing event is stored.
+    # New credentials (the vendor's side fixed): saving is a "try again", the open circuit probes at once, the
+    # probe's success closes it and ops hears it recovered.
+    outage.recover_after_current(path)
     r = api.patch(
         f"/v1/integrations/{failing}", headers=AUTH, json={"config": {"url": outage.server.url(path)}}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["data"]["circuit"]["state"] == "closed"
+    saved = r.json()["data"]["circuit"]
+    assert saved["state"] == "open" and saved["next_probe_at"] is not None, saved
+    circuit_becomes(api, failing, "closed")
+    wait_until(
+        lambda: (
+            ops_events(outage.server, ops, about)
+            == ["herald.integration.failing", "herald.integration.recovered"]
+        ),
+        20,
+        f"recovery not told: {ops_events(outage.server, ops, about)}",
+    )
+    # It fails again at once and opens again, but ops heard within the rate-limit interval
+    # (HERALD_OPS_EVENT_MIN_INTERVAL_S=3600): no second failing event is stored.
+    outage.fail(path, 401)
     post_release(api, project, version="2.0.2")
     circuit_becomes(api, failing, "open")
     wait_until(

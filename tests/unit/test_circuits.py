@@ -86,17 +86,23 @@ def test_half_open_lets_only_the_probe_through() -> None:
     assert hold_s(half, uuid.uuid4(), POLICY, T0 + timedelta(seconds=5)) is not None
 
 
+def probe_failed(probe_id: uuid.UUID) -> Evidence:
+    return Evidence(failures=1, failure_reason="timeout", failed_ids=frozenset({probe_id}))
+
+
 def test_a_failed_probe_reopens_with_a_longer_interval_and_keeps_since() -> None:
     opened = after_results(closed(T0), failures(3), POLICY, T0)
     t1 = T0 + timedelta(seconds=5)
-    half = probing(opened, uuid.uuid4(), POLICY, t1)
-    again = after_results(half, failures(1), POLICY, t1 + timedelta(seconds=1))
+    probe = uuid.uuid4()
+    half = probing(opened, probe, POLICY, t1)
+    again = after_results(half, probe_failed(probe), POLICY, t1 + timedelta(seconds=1))
     assert again.state == CircuitState.OPEN and again.probes == 1
     assert again.probe_at == t1 + timedelta(seconds=1 + 10)
     assert again.since == T0
     t2 = again.probe_at
     assert t2 is not None
-    third = after_results(probing(again, uuid.uuid4(), POLICY, t2), failures(1), POLICY, t2)
+    probe = uuid.uuid4()
+    third = after_results(probing(again, probe, POLICY, t2), probe_failed(probe), POLICY, t2)
     assert third.probe_at == t2 + timedelta(seconds=20)
 
 
@@ -168,3 +174,26 @@ def test_a_circuit_value_round_trips_its_columns() -> None:
     c = Circuit(CircuitState.HALF_OPEN, T0, "x", 3, 2, T0, uuid.uuid4())
     row = Integration(**circuit_values(c))
     assert circuit_of(row) == c
+
+
+def test_a_saved_config_probes_an_open_circuit_at_once_and_keeps_since() -> None:
+    from shared.circuits import probe_now
+
+    opened = after_results(closed(T0), failures(3), POLICY, T0)
+    again = after_results(probing(opened, uuid.uuid4(), POLICY, T0), failures(1), POLICY, T0)
+    later = T0 + timedelta(seconds=7)
+    saved = probe_now(again, later)
+    assert saved.state == CircuitState.OPEN and saved.probes == 0 and saved.probe_at == later
+    assert saved.since == T0 and probe_due(saved, later)
+    assert probe_now(closed(T0), later) == closed(T0)
+
+
+def test_half_open_ignores_failures_of_sends_other_than_its_probe() -> None:
+    """Repro: a failure recorded late (a send claimed before the probe, or an earlier probe) re-opened a
+    circuit whose new probe (the Test button's) was in flight, and that probe was then held."""
+    opened = after_results(closed(T0), failures(3), POLICY, T0)
+    probe = uuid.uuid4()
+    half = probing(opened, probe, POLICY, T0)
+    late = Evidence(failures=1, failure_reason="timeout", failed_ids=frozenset({uuid.uuid4()}))
+    assert after_results(half, late, POLICY, T0) == half
+    assert after_results(half, probe_failed(probe), POLICY, T0).state == CircuitState.OPEN
