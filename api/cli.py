@@ -7,6 +7,7 @@ tables, or as JSON with --json; errors print the API's error code and exit non-z
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -202,7 +203,7 @@ def integrations_list(
     # only auth and target errors set): an integration whose every delivery died is not "ok".
     windows = {i["recent_outcomes"]["window_s"] for i in data if i.get("recent_outcomes")}
     recent = f"last {_duration(windows.pop())}" if len(windows) == 1 else "recent"
-    columns = ["id", "name", "provider", "project", "enabled", "status"]
+    columns = ["id", "name", "provider", "project", "enabled", "circuit", "status"]
     if any(i.get("recent_outcomes") for i in data):
         columns.append(recent)
     table(
@@ -215,6 +216,7 @@ def integrations_list(
                 i["provider"],
                 i["project"] or "(all)",
                 "yes" if i["enabled"] else "no",
+                _circuit(i.get("circuit")),
                 f"failing: {i['failing_reason']}" if i["failing"] else "ok",
                 _outcomes(i.get("recent_outcomes")),
             ][: len(columns)]
@@ -222,6 +224,48 @@ def integrations_list(
         ),
         hide_first=("project", "enabled", "provider"),
     )
+
+
+def _circuit(circuit: dict[str, Any] | None) -> str:
+    """`closed`, or `open since <time>: <reason> (next probe <time>)`."""
+    if not circuit or circuit["state"] == "closed":
+        return "closed"
+    probe = (
+        f", next probe {when(circuit['next_probe_at'], compact=True)}" if circuit.get("next_probe_at") else ""
+    )
+    return f"{circuit['state']} since {when(circuit['since'], compact=True)}: {circuit.get('reason') or '?'}{probe}"
+
+
+@integrations_cli.command("show")
+def integrations_show(
+    ctx: typer.Context,
+    integration_id: Annotated[str, typer.Argument(help="The integration's id.")],
+    as_json: Json = False,
+) -> None:
+    """One integration: config masked, its circuit, why it is failing or disabled, recent outcomes."""
+    i = call(ctx, "GET", f"/v1/integrations/{integration_id}", flags={"integration_id": "INTEGRATION_ID"})
+    if as_json:
+        print_json(i)
+        return
+    circuit = i.get("circuit") or {}
+    rows = [
+        ("id", i["id"]),
+        ("name", i["name"]),
+        ("provider", i["provider"]),
+        ("project", i["project"] or "(all)"),
+        (
+            "enabled",
+            "yes" if i["enabled"] else f"no ({i['disabled_reason']})" if i.get("disabled_reason") else "no",
+        ),
+        ("circuit", circuit.get("state", "closed")),
+        ("circuit reason", circuit.get("reason") or ""),
+        ("circuit since", when(circuit.get("since"))),
+        ("next probe", when(circuit.get("next_probe_at"))),
+        ("status", f"failing: {i['failing_reason']}" if i["failing"] else "ok"),
+        ("recent", _outcomes(i.get("recent_outcomes"))),
+        ("config", json.dumps(i["config"], sort_keys=True)),
+    ]
+    table("Integration", ["field", "value"], ([k, str(v)] for k, v in rows))
 
 
 def _duration(seconds: float) -> str:

@@ -1,5 +1,5 @@
 """API metrics: request latency and event submissions (middleware), and `/metrics` with the system-state
-gauges (queue depth and age, outbox backlog, dead letters) read from Redis and PostgreSQL at scrape time.
+gauges (queue depth and age, outbox backlog, dead letters, circuits) read from Redis and PostgreSQL at scrape time.
 
 The API runs one process per pod (scale with replicas), so the default registry is enough here; the state
 gauges are global, so dashboards aggregate them with max() across API replicas.
@@ -137,6 +137,15 @@ class StateGauges:
             failing = session.execute(
                 text("SELECT count(*) FROM integration WHERE failing AND enabled")
             ).scalar_one()
+            circuits = dict(
+                session.execute(
+                    text(
+                        "SELECT circuit_state, count(*) FROM integration WHERE enabled GROUP BY circuit_state"
+                    )
+                ).all()
+            )
+        for state in ("closed", "open", "half_open"):
+            metrics.CIRCUITS.labels(state).set(circuits.get(state, 0))
         metrics.OUTBOX_BACKLOG.set(outbox[0])
         metrics.INTEGRATIONS_FAILING.set(failing)
         metrics.OUTBOX_OLDEST_AGE.set(float(outbox[1]))

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from shared.db.models import IDEMPOTENCY_KEY_MAX_CHARS
-from shared.events import PIPELINE_TYPES, RELEASE_TYPES, route_severity
+from shared.events import OPERATIONAL_KIND, OPERATIONAL_TYPES, PIPELINE_TYPES, RELEASE_TYPES, route_severity
 from shared.routing import EVENT_KINDS, expand_type_pattern
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -253,14 +253,28 @@ class RecentOutcomes(BaseModel):
     dead: int = 0
 
 
+class CircuitOut(BaseModel):
+    """The integration's circuit (docs/operations.md, Circuits): `open` holds its deliveries (no attempts used)
+    while a probe goes out at `next_probe_at`; `half_open` while the probe is in flight (`next_probe_at` is
+    then its deadline). `since`: when it stopped being closed, or when it closed."""
+
+    state: Literal["closed", "open", "half_open"]
+    reason: str | None
+    since: datetime
+    next_probe_at: datetime | None
+
+
 class IntegrationOut(BaseModel):
     id: uuid.UUID
     name: str
     provider: str
     project: str | None
     enabled: bool
+    #: why Herald disabled it (its circuit stayed open too long); null when enabled or disabled by hand
+    disabled_reason: str | None = None
     failing: bool
     failing_reason: str | None
+    circuit: CircuitOut
     config: dict[str, Any]
     retry_max_retries: int | None
     retry_base_delay_s: float | None
@@ -290,7 +304,7 @@ Severity = Literal["info", "warning", "error", "critical"]
 RouteSeverity = Literal["info", "warning", "error", "critical", "low", "normal", "high"]
 EventTypePattern = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_.*|]+$")]
 FilterValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-KNOWN_TYPES = (*RELEASE_TYPES, *PIPELINE_TYPES)
+KNOWN_TYPES = (*RELEASE_TYPES, *PIPELINE_TYPES, *OPERATIONAL_TYPES)
 
 
 def check_type_pattern(pattern: str) -> str:
@@ -302,7 +316,12 @@ def check_type_pattern(pattern: str) -> str:
         kind = alt.split(".", 1)[0]
         if kind not in EVENT_KINDS and kind != "*":
             raise ValueError(f"event type {alt!r}: kind must be one of {', '.join(EVENT_KINDS)}")
-        if kind in ("release", "pipeline") and "*" not in alt and "." in alt and alt not in KNOWN_TYPES:
+        if (
+            kind in ("release", "pipeline", OPERATIONAL_KIND)
+            and "*" not in alt
+            and "." in alt
+            and alt not in KNOWN_TYPES
+        ):
             known = ", ".join(t for t in KNOWN_TYPES if t.startswith(kind + "."))
             raise ValueError(f"unknown event type {alt!r}; known: {known}")
     return pattern

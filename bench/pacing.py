@@ -8,6 +8,12 @@ A receiver process-local to this script enforces 5 requests per second per path 
 - achieved rate / the sum of the limits (goal: within 10 %, i.e. >= 0.9).
 
     python -m bench.pacing [--destinations 20] [--rate 5] [--events 2000] [--no-pacing]
+
+The bulkhead phase (`--bulkhead`): events at a steady 20/s to a destination answering in 50 ms, then the same to
+it and to a destination that hangs 60 s (each event goes to both). Printed: the healthy destination's
+accept->receive p99 alone and beside the hanging one, side by side, and their ratio (goal: at most 2).
+
+    python -m bench.pacing --bulkhead [--bulkhead-events 300] [--bulkhead-rate 20]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,19 +147,156 @@ async def pacing_phase(herald: Herald, destinations: int, rate: int, events: int
     }
 
 
+# --- bulkhead phase: one destination hanging, another answering in 50 ms -------------------------------------
+
+
+class LatencyReceiver:
+    """Answers `/hang/...` after `hang_s` and everything else after `answer_s`; records, per path prefix, each
+    request's accept->receive latency (the envelope's `created_at`, the API's accept time, to arrival)."""
+
+    def __init__(self, hang_s: float, answer_s: float) -> None:
+        self.hang_s = hang_s
+        self.answer_s = answer_s
+        self.latencies_s: dict[str, list[float]] = defaultdict(list)
+        self.arrived = asyncio.Condition()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        arrived = time.time()
+        prefix = request.path.split("/")[1]
+        accepted = datetime.fromisoformat(body["data"]["created_at"]).timestamp()
+        self.latencies_s[prefix].append(arrived - accepted)
+        async with self.arrived:
+            self.arrived.notify_all()
+        await asyncio.sleep(self.hang_s if prefix == "hang" else self.answer_s)
+        return web.json_response({"ok": True})
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.handle)
+        # Hanging handlers are cut off at cleanup instead of being waited for.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return runner
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def p99(values: list[float]) -> float:
+    return quantile(values, 0.99)
+
+
+async def _webhook(
+    session: aiohttp.ClientSession, api: str, url: str, project: str, timeout_s: float
+) -> None:
+    body = {
+        "name": f"bulkhead-{project}"[:100],
+        "provider": "webhook",
+        "project": project,
+        "config": {"url": url, "timeout_s": timeout_s},
+    }
+    async with session.post(f"{api}/v1/integrations", headers=AUTH, json=body) as resp:
+        integration = await resp.json()
+        assert resp.status == 201, integration
+    route = {"integration_id": integration["data"]["id"], "project": project}
+    async with session.post(f"{api}/v1/routes", headers=AUTH, json=route) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def _steady(session: aiohttp.ClientSession, api: str, project: str, events: int, per_s: float) -> None:
+    """`events` releases of `project` at a steady `per_s` (a queueing burst would measure the queue)."""
+    start = time.monotonic()
+    for i in range(events):
+        await asyncio.sleep(max(0.0, start + i / per_s - time.monotonic()))
+        body = {"type": "release.created", "project": project, "environment": "prod", "version": f"2.0.{i}"}
+        async with session.post(f"{api}/v1/events/release", headers=AUTH, json=body) as resp:
+            assert resp.status == 202, await resp.text()
+
+
+async def bulkhead_phase(herald: Herald, events: int, per_s: float, hang_s: float) -> dict[str, Any]:
+    """The healthy destination's accept->receive p99 alone, then with a hanging destination receiving the same
+    events (each event goes to both)."""
+    receiver = LatencyReceiver(hang_s, 0.05)
+    runner = await receiver.start()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+            alone, shared = f"alone-{uuid.uuid4().hex[:6]}", f"shared-{uuid.uuid4().hex[:6]}"
+            await _webhook(session, herald.url, f"{receiver.url}/ok-alone/{alone}", alone, 10.0)
+            await _webhook(session, herald.url, f"{receiver.url}/ok-shared/{shared}", shared, 10.0)
+            # The hanging destination gets the longest timeout a webhook allows (30 s): every send hangs that long.
+            await _webhook(session, herald.url, f"{receiver.url}/hang/{shared}", shared, 30.0)
+            await _steady(session, herald.url, alone, events, per_s)
+            await _wait_for(receiver, "ok-alone", events)
+            await _steady(session, herald.url, shared, events, per_s)
+            await _wait_for(receiver, "ok-shared", events)
+    finally:
+        await runner.cleanup()
+    without, with_hanging = receiver.latencies_s["ok-alone"], receiver.latencies_s["ok-shared"]
+    return {
+        "events_per_phase": events,
+        "healthy_p50_alone_s": quantile(without, 0.5),
+        "healthy_p50_beside_hanging_s": quantile(with_hanging, 0.5),
+        "healthy_p95_alone_s": quantile(without, 0.95),
+        "healthy_p95_beside_hanging_s": quantile(with_hanging, 0.95),
+        "healthy_p99_alone_s": p99(without),
+        "healthy_p99_beside_hanging_s": p99(with_hanging),
+        "ratio_goal_at_most_2": p99(with_hanging) / p99(without) if without else float("nan"),
+        "hanging_sends_started": len(receiver.latencies_s["hang"]),
+    }
+
+
+async def _wait_for(receiver: LatencyReceiver, prefix: str, count: int, timeout_s: float = 120.0) -> None:
+    async with receiver.arrived:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                receiver.arrived.wait_for(lambda: len(receiver.latencies_s[prefix]) >= count), timeout_s
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--destinations", type=int, default=20)
     parser.add_argument("--rate", type=int, default=5, help="each destination's limit, msg/s")
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--no-pacing", action="store_true", help="HERALD_PACING_ENABLED=false for comparison")
+    parser.add_argument(
+        "--bulkhead",
+        action="store_true",
+        help="the bulkhead phase instead: a healthy destination's p99 alone and beside one hanging 60 s",
+    )
+    parser.add_argument("--bulkhead-events", type=int, default=300)
+    parser.add_argument(
+        "--bulkhead-rate", type=float, default=20.0, help="events/s sent in the bulkhead phase"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="HERALD_X=VALUE",
+        help="a setting for this run (repeatable)",
+    )
     args = parser.parse_args(argv)
     env = {"HERALD_PACING_ENABLED": "false"} if args.no_pacing else {}
+    env.update(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory(prefix="herald-bench-pacing-") as tmp, Herald(Path(tmp), env) as herald:
-        figures = asyncio.run(pacing_phase(herald, args.destinations, args.rate, args.events))
-    print(f"pacing {'off' if args.no_pacing else 'on'}:")
+        if args.bulkhead:
+            figures = asyncio.run(bulkhead_phase(herald, args.bulkhead_events, args.bulkhead_rate, 60.0))
+        else:
+            figures = asyncio.run(pacing_phase(herald, args.destinations, args.rate, args.events))
+    if args.bulkhead:
+        print("bulkhead (one destination hanging 60 s, the other answering in 50 ms):")
+    else:
+        print(f"pacing {'off' if args.no_pacing else 'on'}:")
     for key, value in figures.items():
-        print(f"  {key:24s} {value:10.2f}" if isinstance(value, float) else f"  {key:24s} {value:10d}")
+        print(f"  {key:30s} {value:10.2f}" if isinstance(value, float) else f"  {key:30s} {value:10d}")
 
 
 if __name__ == "__main__":

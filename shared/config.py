@@ -151,6 +151,27 @@ class Settings(BaseSettings):
     bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)
 
+    # Circuits (issue 12, shared/circuits.py): a circuit per integration opens after this many consecutive
+    # retryable failures (at once on an auth/target error); its deliveries then wait (no attempt used) while one
+    # probe goes out after base, base*factor, ... capped at max (each scaled by retry_time_scale, as the retry
+    # schedule is). Held deliveries are looked at again at least every hold_s (scaled) besides the probe. An
+    # integration open longer than auto_disable_after_s (not scaled) is disabled, its work kept as `skipped`.
+    circuit_failure_threshold: int = Field(5, ge=1, le=1000)
+    circuit_probe_base_s: float = Field(5.0, gt=0)
+    circuit_probe_factor: float = Field(2.0, ge=1)
+    circuit_probe_max_s: float = Field(600.0, gt=0)
+    circuit_hold_s: float = Field(300.0, gt=0)
+    circuit_auto_disable_after_s: float = Field(3 * 86400.0, gt=0)
+    # Operational events (herald.integration.failing|recovered|disabled, herald.deadletters.growing): the
+    # project they carry when the integration they are about is not bound to one; at most one of a type per
+    # subject (integration, project) per this interval. deadletters.growing: this many deliveries of a project
+    # dead-lettered within the window, checked by the sweeper at most every check interval.
+    ops_events_project: str = Field("herald", min_length=1, max_length=100)
+    ops_event_min_interval_s: float = Field(900.0, ge=0)
+    deadletters_growing_threshold: int = Field(50, ge=1)
+    deadletters_growing_window_s: float = Field(600.0, gt=0)
+    deadletters_check_interval_s: float = Field(30.0, gt=0)
+
     # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
     template_max_output_bytes: int = Field(256 * 1024, ge=1024)
     template_max_render_steps: int = Field(100_000, ge=1000)

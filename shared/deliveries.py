@@ -9,7 +9,7 @@ same module for redrive, purge and skip. It lives in `shared` because both sides
                    |-----> retrying -> sending ...
                    |-----> dead        (permanent error, or the budget spent)
     sending  -> retrying|dead          (lost: the lease ran out, the worker is presumed gone)
-    pending|retrying -> skipped        (the integration is disabled; kept so it can be replayed)
+    pending|retrying|waiting -> skipped (the integration is disabled; kept so it can be replayed)
     pending|retrying -> superseded     (a newer state of the same lifecycle is, or will be, shown instead;
                                         shared/delivery_lifecycles.py, which also makes an update wait:
                                         pending with a later next_attempt_at, no attempt used)
@@ -426,10 +426,11 @@ def wake_waiting(session: Session, limit: int) -> list[uuid.UUID]:
 
 
 def skip_integration(session: Session, integration_id: uuid.UUID) -> int:
-    """Skip the queued work of a disabled integration at once (claim would skip each row anyway)."""
+    """Skip the queued work of a disabled integration at once (claim would skip each row anyway), waiting rows
+    (paced, or held by an open circuit) included."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.integration_id == integration_id, Delivery.state.in_(CLAIMABLE))
+        .where(Delivery.integration_id == integration_id, Delivery.state.in_((*CLAIMABLE, S.WAITING)))
         .values(
             state=S.SKIPPED,
             last_error_class=INTEGRATION_DISABLED,

@@ -25,12 +25,20 @@ PIPELINE_TYPES = ("pipeline.trigger", "pipeline.success", "pipeline.failure")
 INCIDENT_TYPES = ("incident.created", "incident.updated", "incident.resolved")
 THING_TYPES = ("thing.created", "thing.updated", "thing.archived", "thing.deleted")
 MESSAGE_TYPES = ("message.sent",)
+# Herald's own operational events (issue 12): stored and routed like any event, but only to routes that name
+# them (shared/routing.py) and never to the integration they are about (payload `integration_id`).
+OPERATIONAL_KIND = "herald"
+INTEGRATION_FAILING = "herald.integration.failing"
+INTEGRATION_RECOVERED = "herald.integration.recovered"
+INTEGRATION_DISABLED = "herald.integration.disabled"
+DEADLETTERS_GROWING = "herald.deadletters.growing"
+OPERATIONAL_TYPES = (INTEGRATION_FAILING, INTEGRATION_RECOVERED, INTEGRATION_DISABLED, DEADLETTERS_GROWING)
 
 
 @dataclass(frozen=True)
 class EventFacts:
     id: uuid.UUID
-    kind: str  # release | pipeline | incident | thing | message
+    kind: str  # release | pipeline | incident | thing | message | herald (operational)
     type: str
     project: str
     environment: str | None

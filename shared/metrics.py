@@ -117,7 +117,7 @@ FANOUT_PUBLISH_DROPPED = Counter(
 PACED_WAITS = Counter(
     "herald_paced_waits_total",
     "Deliveries that waited for room at their destination instead of sending (no attempt used).",
-    ["provider", "reason"],  # reason: rate | paused | bulkhead
+    ["provider", "reason"],  # reason: rate | paused | bulkhead | circuit (its circuit is open)
 )
 DESTINATION_PAUSES = Counter(
     "herald_destination_pauses_total",
@@ -128,3 +128,26 @@ PACING_FAIL_OPEN = Counter(
     "herald_pacing_fail_open_total",
     "Limiter checks made against the per-process fallback limit because Redis was unavailable.",
 )
+
+# circuits (issue 12, shared/circuits.py): integrations by circuit state (API, read from PostgreSQL at scrape
+# time), the transitions the workers made, and Herald's own operational events (emitted or rate limited).
+CIRCUITS = Gauge(
+    "herald_circuits",
+    "Enabled integrations by circuit state (closed, open, half_open).",
+    ["state"],
+    multiprocess_mode="max",
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "herald_circuit_transitions_total",
+    "Circuit transitions by the state entered (open, half_open, closed), and auto-disables (disabled).",
+    ["to"],
+)
+OPERATIONAL_EVENTS = Counter(
+    "herald_operational_events_total",
+    "Herald's operational events (herald.*), emitted or suppressed by the rate limit.",
+    ["type", "outcome"],
+)
+# Every label value exists from the start, at 0: a dashboard or an alert over these has a series before the
+# first transition (and increase() sees the first one).
+for _to in ("open", "half_open", "closed", "disabled"):
+    CIRCUIT_TRANSITIONS.labels(_to)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.events import EventFacts
+from shared.events import OPERATIONAL_KIND, EventFacts
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,11 @@ def render(event: EventFacts) -> RenderedMessage:
         title, text, fields = _pipeline(event)
     elif event.kind in GATEWAY_KINDS and "lifecycle" in event.payload:
         title, text, fields = _gateway(event)
+    elif event.kind == OPERATIONAL_KIND:
+        # Herald about itself (workers/opsevents.py): the facts are given as a flat mapping, in order.
+        title = str(event.payload.get("title") or event.type)
+        text = str(event.payload.get("message") or "")
+        fields = [(str(k), _fmt(v)) for k, v in (event.payload.get("facts") or {}).items()]
     else:
         title = str(event.payload.get("title") or event.type)
         text = str(event.payload.get("message") or "")

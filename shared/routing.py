@@ -9,6 +9,10 @@ A route matches when, in this order:
 - the event is at least its minimum severity.
 An integration bound to a project only ever receives that project's events.
 An event goes to each integration once, however many routes lead there.
+Herald's operational events (kind `herald`: an integration failing, recovered or disabled, dead letters
+growing) match only routes that name them (`herald.*`, `herald.integration.failing`, the bare kind `herald`):
+a route for "all events" never pages anyone about Herald itself. One is never routed to the integration it is
+about (its payload's `integration_id`), which is failing.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shared.events import EventFacts, severity_at_least
+from shared.events import OPERATIONAL_KIND, EventFacts, severity_at_least
 
 #: the event kinds a type pattern may start with
-EVENT_KINDS = ("release", "pipeline", "incident", "thing", "message")
+EVENT_KINDS = ("release", "pipeline", "incident", "thing", "message", OPERATIONAL_KIND)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ def route_mismatch(event: EventFacts, route: RouteRule) -> str | None:
     """Why `route` does not match `event`, or None when it does."""
     if route.project is not None and route.project != event.project:
         return f"project {event.project!r} is not {route.project!r}"
+    if event.kind == OPERATIONAL_KIND and not names_operational(route.event_types):
+        return "operational events go only to routes that name them (herald.*)"
     if route.environments and event.environment not in route.environments:
         return f"environment {event.environment!r} not in {list(route.environments)}"
     if route.event_types and not any(type_matches(event.type, p) for p in route.event_types):
@@ -102,10 +108,22 @@ def route_mismatch(event: EventFacts, route: RouteRule) -> str | None:
     return None
 
 
+def names_operational(patterns: Sequence[str]) -> bool:
+    """Whether one of a route's type patterns names the operational kind explicitly (not a bare `*`)."""
+    return any(
+        alternative.split(".", 1)[0] == OPERATIONAL_KIND
+        for pattern in patterns
+        for alternative in expand_type_pattern(pattern)
+    )
+
+
 def target_mismatch(event: EventFacts, target: IntegrationTarget) -> str | None:
-    """Why the integration itself refuses the event (bound to another project), or None."""
+    """Why the integration itself refuses the event (bound to another project, or the integration an
+    operational event is about), or None."""
     if target.project is not None and target.project != event.project:
         return f"integration is bound to project {target.project!r}"
+    if event.kind == OPERATIONAL_KIND and event.payload.get("integration_id") == str(target.id):
+        return "an operational event is never sent to the integration it is about"
     return None
 
 

@@ -39,6 +39,7 @@ from shared.db.sql import any_of
 from shared.deliveries import CLAIMABLE, Claimed
 from shared.errors import RateLimited
 from shared.rendering import RenderedMessage, render
+from workers import circuits
 from workers.configs import load_config
 from workers.outcomes import record
 from workers.pacing import Ask, get_pacer
@@ -234,14 +235,19 @@ def _admit(
     configs: dict[uuid.UUID, BaseModel | str],
     integration_of: dict[uuid.UUID, uuid.UUID],
 ) -> dict[uuid.UUID, str]:
-    """Hold back (`waiting`, no attempt used) what its destination has no room for; return the bulkhead place
+    """Hold back (`waiting`, no attempt used) what its destination has no room for, or what its circuit holds
+    (workers/circuits.py); return the bulkhead place
     (delivery id -> destination) of each delivery left in `leases` to claim.
 
     Bulkhead first (local, free), then the shared limiter for those that fit. A row of a disabled integration
     or with an unusable config is left to the claim, which skips or dead-letters it."""
     pacer = get_pacer(runtime.settings)
+    # An open circuit holds its integration's deliveries (all but its probe) before they ask the limiter.
+    circuit_held = circuits.holds(runtime.settings, integrations, integration_of, leases)
     asks: list[Ask] = []
     for delivery_id in leases:
+        if delivery_id in circuit_held:
+            continue
         integration = integrations[integration_of[delivery_id]]
         config = configs[integration.id]
         if not integration.enabled or isinstance(config, str):
@@ -259,9 +265,10 @@ def _admit(
     paced = pacer.waits(entered)
     pacer.leave(a.destination for a in entered if a.delivery_id in paced)
     waits.update(paced)
+    waits.update((d, (w, "circuit")) for d, w in circuit_held.items())
     if waits:
         held = set(deliveries.wait(session, {d: w for d, (w, _) in waits.items()}))
-        provider_of = {a.delivery_id: a.provider for a in asks}
+        provider_of = {d: integrations[integration_of[d]].provider for d in waits}
         for delivery_id, (_, reason) in waits.items():
             leases.pop(delivery_id, None)
             if delivery_id in held:
@@ -310,6 +317,8 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
                     select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
                 )
             }
+            # In the order the events were accepted: the limiter hands out slots in the order it is asked.
+            rows = sorted(rows, key=lambda r: (events[r.event_id].created_at, r.id))
             claimed, skipped = claim_jobs(
                 session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
             )

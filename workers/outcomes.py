@@ -2,7 +2,8 @@
 
 `decide` is pure: classification comes from the provider's error, timing from workers/retry.py. `record` hands
 the decided outcomes of a batch to shared/deliveries.py in one transaction (with the integration flags and the
-targets a vendor reported gone) and, only after the commit, counts metrics and logs every outcome that is not a
+targets a vendor reported gone, and what the outcomes say about each integration's circuit: workers/circuits.py)
+and, only after the commit, counts metrics and logs every outcome that is not a
 success (INFO retrying, WARNING dead) with ids, provider, error class, detail and next attempt time.
 """
 
@@ -24,7 +25,7 @@ from shared.db.models import Integration
 from shared.deliveries import DeliveryState, Outcome
 from shared.errors import INTERNAL_ERROR, DeliveryError
 from shared.secrets_at_rest import encrypt_config
-from workers import retry
+from workers import circuits, retry
 from workers.configs import load_config
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime
@@ -131,9 +132,11 @@ def record(runtime: ProcessRuntime, results: list[SendResult]) -> set[uuid.UUID]
         applied = deliveries.apply_outcomes(session, outcomes)
         woken = delivery_lifecycles.wake(session, groups, [o.claimed.id for o in outcomes])
         _set_integration_flags(session, failing, healthy)
+        circuit_changes = circuits.apply_results(runtime, session, results)
         for integration_id in sorted(removed):
             _remove_targets(runtime, session, integration_id, sorted(removed[integration_id]))
         session.commit()
+    circuit_changes.report()
     if woken:
         try:
             publish_deliver_batches(woken)

@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.schemas import RECENT_OUTCOMES_WINDOW_S, BulkResult, IntegrationOut, RecentOutcomes
+from api.schemas import RECENT_OUTCOMES_WINDOW_S, BulkResult, CircuitOut, IntegrationOut, RecentOutcomes
 from providers import registry
 from providers.base import mask_config, plain_config
 from shared import deliveries as deadletters
+from shared.circuits import circuit_of, next_probe_at
 from shared.crypto import DecryptError, KeyRing
 from shared.db.models import BulkJob, Delivery, Integration
 from shared.db.sql import any_of
@@ -95,14 +96,22 @@ def integration_out(keyring: KeyRing, row: Integration, outcomes: RecentOutcomes
         masked = mask_config(stored_config(keyring, row))
     except ApiError:
         masked = {"error": "config cannot be read with the configured keys"}
+    circuit = circuit_of(row)
     return IntegrationOut(
         id=row.id,
         name=row.name,
         provider=row.provider,
         project=row.project,
         enabled=row.enabled,
+        disabled_reason=row.disabled_reason,
         failing=row.failing,
         failing_reason=row.failing_reason,
+        circuit=CircuitOut(
+            state=circuit.state,
+            reason=circuit.reason,
+            since=circuit.since,
+            next_probe_at=next_probe_at(circuit),
+        ),
         config=masked,
         retry_max_retries=row.retry_max_retries,
         retry_base_delay_s=row.retry_base_delay_s,

@@ -41,6 +41,15 @@ from api.secret_destinations import check_secret_destinations
 from providers import registry
 from providers.base import plain_config
 from shared import deliveries as deadletters
+from shared.circuits import (
+    CircuitPolicy,
+    CircuitState,
+    circuit_of,
+    circuit_values,
+    closed,
+    probe_now,
+    probing,
+)
 from shared.crypto import KeyRing
 from shared.db.models import Delivery, Event, Integration, Route
 from shared.secrets_at_rest import encrypt_config
@@ -156,6 +165,17 @@ def _save(
     if fields.get("enabled") is False and row.enabled:
         # Its queued work is skipped now (replayable), not left for a claim to find; in the same transaction.
         deadletters.skip_integration(session, row.id)
+    now = datetime.now(UTC)
+    if fields.get("enabled") is True and not row.enabled:
+        # Enabled again (after an automatic disable, say): a fresh start, its circuit closed (a failure opens it
+        # again soon enough), the disable's reason gone.
+        for name, value in circuit_values(closed(now)).items():
+            setattr(row, name, value)
+        row.disabled_reason = None
+    elif new_config is not None:
+        # A saved config is a "try again": an open circuit probes at once (its success closes it and says so).
+        for name, value in circuit_values(probe_now(circuit_of(row), now)).items():
+            setattr(row, name, value)
     for name, value in fields.items():
         setattr(row, name, value)
     row.updated_at = datetime.now(UTC)
@@ -237,8 +257,10 @@ def test_integration(
 ) -> dict[str, Any]:
     """Send a `[TEST]` release event to this integration only, through the real pipeline: the workers render,
     send and retry it like any delivery. Answers at once with the delivery id; watch it with
-    GET /v1/deliveries/{delivery_id}. Works on a disabled integration too (test before enabling)."""
-    row = _get(session, integration_id)
+    GET /v1/deliveries/{delivery_id}. Works on a disabled integration too (test before enabling).
+    While the integration's circuit is open, the test is its probe: sent now, and its success closes the
+    circuit (and releases the held deliveries)."""
+    row = _get(session, integration_id, lock=True)
     payload = _test_payload(request, row)
     event_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
@@ -262,6 +284,11 @@ def test_integration(
     session.add(
         Delivery(id=delivery_id, event_id=event_id, integration_id=row.id, state="pending", queued_at=now)
     )
+    circuit = circuit_of(row)
+    if circuit.state != CircuitState.CLOSED:
+        policy = CircuitPolicy.from_settings(request.app.state.settings)
+        for name, value in circuit_values(probing(circuit, delivery_id, policy, now)).items():
+            setattr(row, name, value)
     session.commit()
     published = publish_deliveries(request, [delivery_id])
     return envelope(

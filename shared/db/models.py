@@ -88,12 +88,33 @@ class Integration(Base):
     # Pacing overrides of the destination's default rate (NULL = providers/destinations.py's default)
     pace_per_s: Mapped[float | None] = mapped_column(Float)
     pace_burst: Mapped[int | None] = mapped_column(SmallInteger)
+    # The circuit (shared/circuits.py decides, workers/circuits.py applies; migration 0008_circuits). Read with
+    # the row every claim loads anyway, so a healthy integration costs no extra query.
+    circuit_state: Mapped[str] = mapped_column(String(16), server_default="closed")
+    circuit_reason: Mapped[str | None] = mapped_column(String(200))
+    # since when the circuit is closed, or (open/half_open) since when it stopped being closed
+    circuit_since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # consecutive retryable failures while closed
+    circuit_failures: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    # failed probes of this open episode: each one lengthens the interval to the next
+    circuit_probes: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    # open: when the next probe is due; half_open: the probe's deadline
+    circuit_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    circuit_probe_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # why it was disabled automatically (the circuit stayed open too long); NULL when enabled or disabled by hand
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
     __table_args__ = (
         CheckConstraint("pace_per_s > 0", name="integration_pace_per_s_positive"),
         CheckConstraint("pace_burst >= 1", name="integration_pace_burst_positive"),
+        CheckConstraint(
+            "circuit_state IN ('closed', 'open', 'half_open')", name="integration_circuit_state_valid"
+        ),
+        Index(
+            "integration_circuit_idx", "circuit_probe_at", postgresql_where=text("circuit_state <> 'closed'")
+        ),
     )
 
     def target(self) -> IntegrationTarget:
@@ -260,6 +281,13 @@ class Delivery(Base):
         # The delivery listing (api/queries/deliveries.py): all of them, or one state, newest first.
         Index("delivery_created_idx", "created_at", "id"),
         Index("delivery_state_created_idx", "state", "created_at", "id"),
+        # An integration's unfinished deliveries, oldest first: the circuit's probe and its ordered release.
+        Index(
+            "delivery_backlog_idx",
+            "integration_id",
+            "created_at",
+            postgresql_where=text("state IN ('pending', 'retrying', 'waiting')"),
+        ),
         Index(
             "delivery_lifecycle_idx",
             "lifecycle_key",
@@ -294,6 +322,17 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("delivery_id", "redrives_ago", "attempt_no", name="attempt_delivery_no_key"),
     )
+
+
+class OperationalNotice(Base):
+    """When an operational event (shared/events.py OPERATIONAL_TYPES) was last emitted about a subject (an
+    integration, a project): what rate limits them across every process (workers/opsevents.py)."""
+
+    __tablename__ = "operational_notice"
+
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    emitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class BulkJob(Base):

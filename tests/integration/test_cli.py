@@ -394,3 +394,21 @@ def test_the_readme_tour_runs_as_typed_and_again(live_api, tmp_path):
         assert len(events) == 2 and events[0]["id"] != events[1]["id"]
         # The second run added a second integration and route to the same channel: its event arrives twice.
         assert len(slack.wait_for(slack.webhook_path("tour"), 3)) == 3
+
+
+def test_integrations_show_and_list_show_the_circuit(live_api, api, receiver: FakeServer, project):
+    """Before: `herald integrations show` did not exist and the list had no circuit (issue 12)."""
+    path = f"/cli-circuit/{project}"
+    receiver.script(path, Reply(401, b"revoked"))
+    integration_id = create_webhook(api, receiver.url(path), project=project)
+    wait_for_deliveries(api, post_release(api, project))
+    r = herald(live_api, "integrations", "show", integration_id)
+    assert r.exit_code == 0, r.output
+    assert re.search(r"circuit\s+│?\s*open", r.stdout), r.stdout
+    assert "auth_failed" in r.stdout and "next probe" in r.stdout
+    shown = json.loads(herald(live_api, "integrations", "show", integration_id, "--json").stdout)
+    assert shown["circuit"]["state"] in ("open", "half_open") and shown["circuit"]["reason"].startswith(
+        "auth_failed"
+    )
+    r = herald(live_api, "integrations", "list", "--project", project, COLUMNS="200")
+    assert r.exit_code == 0 and ("open since" in r.stdout or "half_open since" in r.stdout), r.stdout

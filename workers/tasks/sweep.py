@@ -5,8 +5,10 @@ Each run, in this order:
    after the delay workers/retry.py gives a failed attempt, with a `lost` attempt row, or to `dead` when that
    spent their budget;
 2. the outbox: events not fanned out by `next_fanout_at` get `fanout` published again, one message per batch;
-3. waiting deliveries (paced, or over a bulkhead) whose time has come go back to `pending`;
-4. due work: `pending`/`retrying` deliveries whose `next_attempt_at` has come and that are not already on Redis
+3. circuits (workers/circuits.py): due probes are sent, circuits open past the auto-disable limit disable their
+   integration; projects whose dead letters grow past the threshold are told (herald.deadletters.growing);
+4. waiting deliveries (paced, over a bulkhead, or held by a circuit) whose time has come go back to `pending`;
+5. due work: `pending`/`retrying` deliveries whose `next_attempt_at` has come and that are not already on Redis
    (or were published long ago and never claimed) are published in `deliver` batches.
 "Long ago" grows with the broker's backlog (workers/retry.py: republish_after_s): while the queue holds
 messages the work is most likely among them, and republishing it would only multiply an overloaded system's
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 from shared import deliveries
 from shared.errors import ATTEMPTS_EXHAUSTED
 from shared.tasknames import TASK_SWEEP
-from workers import retry
+from workers import circuits, opsevents, retry
 from workers.publish import publish_deliver_batches, publish_fanout
 from workers.runtime import ProcessRuntime, get_runtime
 
@@ -114,6 +116,14 @@ def sweep_once(runtime: ProcessRuntime) -> dict[str, int]:
 
     events = _rounds(runtime, outbox)
     publish_fanout(events)
+    # Circuits: due probes go out, circuits open too long are disabled; then dead letters growing are told.
+    circuit_sweep: dict[str, int] = {}
+    try:
+        circuit_sweep = circuits.sweep(runtime)
+        opsevents.check_deadletters(runtime)
+    except Exception:
+        # Never at the cost of the rest of the sweep (lost sends, the outbox and due work come first).
+        log.exception("sweep: circuits or operational events failed; the next sweep tries again")
     # Waiting deliveries whose destination has room again become due, and go out with the rest below.
     woken = _rounds(runtime, deliveries.wake_waiting)
     due = _rounds(
@@ -129,6 +139,7 @@ def sweep_once(runtime: ProcessRuntime) -> dict[str, int]:
         "woken": len(woken),
         "due": len(due),
         "backlog": backlog,
+        **circuit_sweep,
     }
 
 
