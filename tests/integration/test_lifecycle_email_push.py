@@ -57,14 +57,24 @@ def expected_collapse_id(key: str) -> str:
     return key if len(key.encode()) <= 64 else hashlib.sha256(key.encode()).hexdigest()
 
 
-def step(api: TestClient, stack: Stack, route: str, body: dict[str, Any], integrations: int) -> str:
-    """Post one gateway call and wait until every integration delivered it; return its lifecycle key."""
+def step(
+    api: TestClient,
+    stack: Stack,
+    route: str,
+    body: dict[str, Any],
+    integrations: int,
+    *,
+    sequence: int | None = None,
+) -> str:
+    """Post one gateway call, the lifecycle's `sequence`-th (by default: message 1, create 1, update 2,
+    close 3), and wait until every integration delivered it; return its lifecycle key."""
     data = ok(api.post(route, json=body))
     if "message_id" in data:
-        key, sequence = f"message:{body['channel_id']}:{data['message_id']}", 1
+        key = f"message:{body['channel_id']}:{data['message_id']}"
     else:
         key = f"incident:{body['channel_id']}:{data['event_id']}"
-        sequence = {"/event/create": 1, "/event/update": 2, "/event/close": 3}[route]
+    if sequence is None:
+        sequence = {"/message": 1, "/event/create": 1, "/event/update": 2, "/event/close": 3}[route]
     wait_until(lambda: settled(stack, key, integrations, sequence), 60, f"{route} of {key} never delivered")
     return key
 
@@ -184,23 +194,27 @@ def thread(mails: list[Received]) -> list[tuple[str, str | None, list[str]]]:
 
 
 def test_incident_on_smtp_is_one_thread(api: TestClient, stack: Stack, project: str):
+    """Six states, each delivered before the next: one thread, every mail's References the whole chain back
+    to the root. Before: References named only the previous mail; and the sixth state's kept chain (six
+    Message-IDs) did not fit delivery.provider_ref (255), so recording its outcome failed."""
     to = f"oncall-{project}@example.com"
     with FakeSmtp(session_tls()) as smtp:
         routed(api, project, "smtp", smtp_config(smtp, to))
         creds = channel_credentials(api, project)
         key = step(api, stack, "/event/create", event_body(creds, message="step 0"), 1)
         event_id = key.rsplit(":", 1)[1]
-        for i in (1, 2):
+        for i in range(1, 5):
             body = update_body(creds, event_id, message=f"step {i}", event_time=1713750000 + i)
-            step(api, stack, "/event/update", body, 1)
-        close = update_body(creds, event_id, status="resolved", message="step 3", event_time=1713750100)
-        step(api, stack, "/event/close", close, 1)
-        mails = [m for m in smtp.wait_for(4) if m.rcpt_tos == [to]]
+            step(api, stack, "/event/update", body, 1, sequence=1 + i)
+        close = update_body(creds, event_id, status="resolved", message="step 5", event_time=1713750100)
+        step(api, stack, "/event/close", close, 1, sequence=6)
+        mails = [m for m in smtp.wait_for(6) if m.rcpt_tos == [to]]
 
-    assert len(mails) == 4
-    (m0, r0, refs0), (m1, r1, refs1), (m2, r2, refs2), (m3, r3, refs3) = thread(mails)
-    assert len({m0, m1, m2, m3}) == 4
-    assert (r0, refs0) == (None, [])
-    assert (r1, refs1) == (m0, [m0])
-    assert (r2, refs2[-1]) == (m1, m1) and (r3, refs3[-1]) == (m2, m2)
-    assert "step 3" in mails[-1].part("plain")
+    assert len(mails) == 6
+    headers = thread(mails)
+    ids = [message_id for message_id, _, _ in headers]
+    assert len(set(ids)) == 6
+    assert headers[0] == (ids[0], None, [])
+    for n in range(1, 6):
+        assert headers[n] == (ids[n], ids[n - 1], ids[:n]), f"mail {n}: {headers[n]}"
+    assert "step 5" in mails[-1].part("plain")
