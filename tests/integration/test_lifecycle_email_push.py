@@ -1,12 +1,13 @@
 """Gateway lifecycles on push and email, end to end: PushGo clients (channel auth) -> API -> PostgreSQL ->
-Redis -> the real celery worker -> the APNs, FCM and SMTP fakes, which keep every request as it arrived.
+Redis -> the real celery worker -> the APNs, FCM, SMTP and SES fakes, which keep every request as it arrived.
 
 - push: every notification of one incident carries the lifecycle as its collapse id (APNs `apns-collapse-id`
   and `thread-id`, FCM `collapse_key` and notification `tag`), so a device shows only the newest state; the
   state's severity is the APNs interruption level and the FCM priority; `ciphertext` arrives byte for byte;
   a `/message`'s `ttl` is the expiry (`apns-expiration`, FCM `ttl`), capped at 28 days;
 - email: one thread per lifecycle: the first mail's Message-ID is the root, each later state replies to the
-  mail shown before it (In-Reply-To) and References carries the whole chain (RFC 5322 section 3.6.4).
+  mail shown before it (In-Reply-To) and References carries the whole chain (RFC 5322 section 3.6.4), on
+  SMTP and on SES.
 
 Each state is sent once the previous one is delivered, so every state reaches the destination (none is
 superseded) and the expectations are exact.
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes.apns import KEY_ID, TEAM_ID, FakeApns, PushRequest, device_token, generated_p8
 from tests.fakes.fcm import FakeFcm, registration_token
+from tests.fakes.ses import FakeSes, generated_credentials
 from tests.fakes.smtp import PASSWORD, USERNAME, FakeSmtp, Received, session_tls
 from tests.integration.lifecycles import channel_credentials, routed, settled
 from tests.integration.stack import Stack, wait_until
@@ -218,3 +220,36 @@ def test_incident_on_smtp_is_one_thread(api: TestClient, stack: Stack, project: 
     for n in range(1, 6):
         assert headers[n] == (ids[n], ids[n - 1], ids[:n]), f"mail {n}: {headers[n]}"
     assert "step 5" in mails[-1].part("plain")
+
+
+def test_incident_on_ses_is_one_thread(api: TestClient, stack: Stack, project: str):
+    """The same lifecycle through SES (SigV4-signed SendEmail): In-Reply-To and References as message
+    headers, on the Message-IDs SES gives its mails. Before: SES mails carried no threading headers."""
+    akid, secret = generated_credentials()
+    to = f"oncall-{project}@example.com"
+    with FakeSes(akid, secret) as ses:
+        config = {
+            "access_key_id": akid,
+            "secret_access_key": secret,
+            "region": ses.region,
+            "endpoint_url": ses.endpoint_url,
+            "from_address": "herald@example.com",
+            "to": [to],
+        }
+        routed(api, project, "ses", config)
+        creds = channel_credentials(api, project)
+        key = step(api, stack, "/event/create", event_body(creds, message="step 0"), 1)
+        event_id = key.rsplit(":", 1)[1]
+        step(api, stack, "/event/update", update_body(creds, event_id, message="step 1"), 1)
+        close = update_body(creds, event_id, status="resolved", message="step 2", event_time=1713750100)
+        step(api, stack, "/event/close", close, 1)
+        mails = [m for m in ses.sent if m.to == [to]]
+        assert ses.rejected == []
+    assert len(mails) == 3
+    ids = [m.message_id for m in mails]
+    assert [m.headers for m in mails] == [
+        {},
+        {"In-Reply-To": ids[0], "References": ids[0]},
+        {"In-Reply-To": ids[1], "References": f"{ids[0]} {ids[1]}"},
+    ]
+    assert "step 2" in mails[-1].text
