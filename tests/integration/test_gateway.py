@@ -530,6 +530,13 @@ def test_thing_context_on_events_and_messages(api, channel):
         404,
         "thing_not_found",
     )
+    # an update names the thing too (the step path checks it after claiming the op)
+    event_id = data["event_id"]
+    ok(api.post("/event/update", json=update_body(channel, event_id, thing_id=thing_id)))
+    assert err(api.post("/event/update", json=update_body(channel, event_id, thing_id="missing"))) == (
+        404,
+        "thing_not_found",
+    )
     ok(api.post("/message", json={**channel, "title": "t", "thing_id": thing_id, "occurred_at": 1713750000}))
     assert err(
         api.post("/message", json={**channel, "title": "t", "thing_id": "missing", "occurred_at": 1713750000})
