@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench.run import AUTH, Herald
+from bench.system import AUTH, Herald
 
 LIMIT_WINDOW_S = 1.0
 

@@ -3,6 +3,12 @@
 botocore only signs here (`SigV4Auth`, service `ses`): the request goes out through providers/_http.py like
 every other vendor call (egress policy, no redirects, one attempt), so boto3's own retries never run.
 
+Threading (one thread per lifecycle, providers/templates/email_thread.py): a state after the first carries
+`In-Reply-To` and `References` as `Content.Simple.Headers` (SES v2 adds them to the mail; it refuses only the
+headers it sets itself, and takes at most 995 characters per value, the chain's cap). SES replaces any
+Message-ID with its own, `<MessageId@REGION.amazonses.com>` (`email.amazonses.com` in us-east-1), so that is the
+id the kept chain ends with; `message_id_domain` overrides the domain where SES uses another.
+
 Errors (rest-json: `x-amzn-ErrorType` header, or `__type`/`code` in the body):
 - 429 TooManyRequestsException, Throttling*, 5xx: retryable;
 - MessageRejected, BadRequestException, LimitExceededException: invalid payload (permanent);
@@ -26,7 +32,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from providers._http import HttpResponse, classify_status, excerpt, parse_retry_after
 from providers.base import Provider, Receipt, attempt_deadline, egress_url, secret_values
-from providers.templates import EmailConfig, EmailContent, render_email
+from providers.templates import EmailConfig, EmailContent, email_thread, render_email
 from shared.errors import AuthFailed, InvalidPayload, RateLimited
 from shared.rendering import RenderedMessage
 
@@ -52,6 +58,8 @@ class SesConfig(EmailConfig):
     #: None = https://email.{region}.amazonaws.com; set for a VPC endpoint or a local fake
     endpoint_url: str | None = Field(None, max_length=2048)
     configuration_set: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: None = the domain SES gives the Message-ID in `region`; set if SES says otherwise (another partition)
+    message_id_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
 
     _egress = field_validator("endpoint_url")(egress_url)
 
@@ -69,8 +77,19 @@ class SesConfig(EmailConfig):
         base = self.endpoint_url or f"https://email.{self.region}.amazonaws.com"
         return base + SEND_PATH
 
+    def message_id(self, ses_message_id: str) -> str:
+        """The Message-ID header SES gave the mail it accepted as `ses_message_id`."""
+        domain = self.message_id_domain or (
+            "email.amazonses.com" if self.region == "us-east-1" else f"{self.region}.amazonses.com"
+        )
+        return f"<{ses_message_id}@{domain}>"
 
-def send_email_body(content: EmailContent, config: SesConfig) -> dict[str, Any]:
+
+def send_email_body(
+    content: EmailContent, config: SesConfig, *, thread_ref: str | None = None
+) -> dict[str, Any]:
+    """The SendEmail request; `thread_ref` (the kept reference of the lifecycle's shown mail) makes the mail a
+    reply in that thread."""
     body: dict[str, Any] = {
         "FromEmailAddress": config.from_address,
         "Destination": {"ToAddresses": config.to, **({"CcAddresses": config.cc} if config.cc else {})},
@@ -84,6 +103,8 @@ def send_email_body(content: EmailContent, config: SesConfig) -> dict[str, Any]:
             }
         },
     }
+    if headers := email_thread.reply_headers(thread_ref):
+        body["Content"]["Simple"]["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
     if config.reply_to:
         body["ReplyToAddresses"] = [config.reply_to]
     if config.configuration_set:
@@ -139,7 +160,8 @@ class SesProvider(Provider[SesConfig]):
     ) -> Receipt:
         deadline = attempt_deadline(config, deadline)
         content = render_email(message, subject_prefix=config.subject_prefix)
-        body = orjson.dumps(send_email_body(content, config))
+        thread_ref = previous_ref if message.lifecycle_key else None
+        body = orjson.dumps(send_email_body(content, config, thread_ref=thread_ref))
         url = config.url()
         response = await self.http.request(
             "POST",
@@ -157,8 +179,12 @@ class SesProvider(Provider[SesConfig]):
             message_id = orjson.loads(response.body).get("MessageId")
         except (orjson.JSONDecodeError, AttributeError):
             message_id = None
+        ref = message_id if isinstance(message_id, str) and message_id else None
+        if ref is not None and message.lifecycle_key and email_thread.is_message_id(config.message_id(ref)):
+            # A lifecycle's next state replies to this mail: the thread so far is the reference kept.
+            ref = email_thread.kept_ref(thread_ref, config.message_id(ref))
         return Receipt(
-            provider_ref=message_id if isinstance(message_id, str) else None,
+            provider_ref=ref,
             status_code=response.status,
             response_excerpt=excerpt(response.body, secrets),
         )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import socket
 import ssl
 import time
@@ -44,7 +43,7 @@ from providers._egress import (
 from providers._http import HttpClient, Mechanism, excerpt, os_error_mechanism, transport_error
 from providers._pool import ConnectionPool, PoolTimeout
 from providers.base import Provider, Receipt, attempt_deadline, secret_values
-from providers.templates import EmailConfig, EmailContent, render_email
+from providers.templates import EmailConfig, EmailContent, email_thread, render_email
 from shared.config import get_settings
 from shared.errors import (
     AuthFailed,
@@ -106,14 +105,11 @@ class SmtpConfig(EmailConfig):
         return self.security == "tls" or (self.security is None and self.port == IMPLICIT_TLS_PORT)
 
 
-# A Message-ID we produced (`<id@domain>`, no whitespace): only such a reference becomes a threading header.
-_MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
-
-
 def build_message(
     content: EmailContent, config: EmailConfig, *, message_id_key: str, thread_ref: str | None = None
 ) -> EmailMessage:
-    """The mail; `thread_ref` (the Message-ID of the lifecycle's shown mail) makes it a reply in that thread."""
+    """The mail; `thread_ref` (the kept reference of the lifecycle's shown mail, providers/templates/
+    email_thread.py) makes it a reply in that thread."""
     msg = EmailMessage()
     msg["Subject"] = content.subject
     msg["From"] = config.from_address
@@ -123,17 +119,22 @@ def build_message(
     if config.reply_to:
         msg["Reply-To"] = config.reply_to
     msg["Date"] = formatdate(localtime=False, usegmt=True)
-    # Stable across retries of one delivery, so a receiving system can spot a duplicate.
-    domain = config.from_address.rsplit("@", 1)[-1].rstrip(">").strip() or "herald.local"
-    msg["Message-ID"] = make_msgid(idstring=message_id_key.replace("-", ""), domain=domain)
+    msg["Message-ID"] = message_id(message_id_key, config)
     msg["X-Herald-Delivery"] = message_id_key
-    if thread_ref and _MESSAGE_ID.match(thread_ref):
-        # One thread per lifecycle: each state replies to the one shown before it (clients follow the chain).
-        msg["In-Reply-To"] = thread_ref
-        msg["References"] = thread_ref
+    # One thread per lifecycle: each state replies to the one shown before it, References names the chain.
+    for name, value in email_thread.reply_headers(thread_ref).items():
+        msg[name] = value
     msg.set_content(content.text)
     msg.add_alternative(content.html, subtype="html")
     return msg
+
+
+def message_id(key: str, config: EmailConfig) -> str:
+    """The mail's Message-ID: the delivery id at the sender's domain, the same on every retry of one delivery,
+    so a receiver can spot a duplicate (a relay that took the mail but whose answer was lost)."""
+    domain = config.from_address.rsplit("@", 1)[-1].rstrip(">").strip() or "herald.local"
+    candidate = f"<{key.replace('-', '')}@{domain}>"
+    return candidate if email_thread.is_message_id(candidate) else make_msgid(domain=domain)
 
 
 class SmtpProvider(Provider[SmtpConfig]):
@@ -242,8 +243,12 @@ class SmtpProvider(Provider[SmtpConfig]):
             status_code=None,
             response_excerpt=excerpt(reply, secrets),
             target_progress=tally,
-            # A lifecycle's next state replies to this mail (its Message-ID is the reference kept in PostgreSQL).
-            provider_ref=str(email["Message-ID"]) if message.lifecycle_key else None,
+            # A lifecycle's next state replies to this mail: the thread so far is the reference kept.
+            provider_ref=(
+                email_thread.kept_ref(previous_ref, str(email["Message-ID"]))
+                if message.lifecycle_key
+                else None
+            ),
         )
 
     # connection handling

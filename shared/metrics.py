@@ -36,7 +36,8 @@ API_REQUEST_DURATION = Histogram(
 # --- Workers -----------------------------------------------------------------------------------------------
 DELIVERIES = Counter(
     "herald_deliveries_total",
-    "Delivery outcomes per attempt: delivered, retried, dead, skipped; error_class is empty on success.",
+    "Delivery outcomes: delivered, retried, dead per attempt; skipped and superseded (a newer state of the "
+    "same lifecycle is shown instead; not a failure) without one. error_class is empty unless it failed.",
     ["provider", "outcome", "error_class"],
 )
 ATTEMPT_DURATION = Histogram(

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery.signals import worker_shutting_down
@@ -186,20 +187,32 @@ def _jobs(
     return jobs
 
 
+@dataclass
+class Unsent:
+    """Rows a claim settled without an attempt, by provider, for the caller to count once it has committed:
+    skipped (the integration is disabled) and superseded (a newer state of the lifecycle is, or will be, shown).
+    """
+
+    skipped: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+
+
 def claim_jobs(
     session: Session,
     runtime: ProcessRuntime,
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
     events: dict[uuid.UUID, Event],
     integrations: dict[uuid.UUID, Integration],
-) -> tuple[list[Job], list[str]]:
+) -> tuple[list[Job], Unsent]:
     """Claim (delivery id, integration id) candidates within the caller's transaction.
 
-    Returns the jobs, and the provider of each row skipped because its integration is disabled (for the
-    caller to count once it has committed). The caller commits, then hands the jobs off."""
+    Returns the jobs, and what was settled without an attempt (`Unsent`, to count with `count_unsent` once the
+    caller has committed). The caller commits, then hands the jobs off."""
+    unsent = Unsent()
     if not candidates:
-        return [], []
-    candidates = _ordered_in_lifecycles(session, candidates)
+        return [], unsent
+    candidates, superseded = _ordered_in_lifecycles(session, candidates)
+    unsent.superseded = [integrations[i].provider for i in superseded if i in integrations]
     configs = _configs(runtime, integrations.values())
     leases = _leases(runtime, candidates, configs)
     places = _admit(session, runtime, leases, integrations, configs, dict(candidates))
@@ -209,12 +222,12 @@ def claim_jobs(
         get_pacer(runtime.settings).leave(places.values())
         raise
     integration_of = dict(candidates)
-    skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
+    unsent.skipped = [integrations[integration_of[d]].provider for d in skipped]
     jobs = _jobs(runtime, claimed, events, integrations, configs)
     for job in jobs:
         job.destination = places.pop(job.id, None)
     get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
-    return jobs, skipped_providers
+    return jobs, unsent
 
 
 def integration_rate(integration: Integration) -> Rate | None:
@@ -278,16 +291,23 @@ def _admit(
 
 def _ordered_in_lifecycles(
     session: Session, candidates: list[tuple[uuid.UUID, uuid.UUID]]
-) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """The candidates a lifecycle lets go now: an update waits for its root, older states are superseded."""
+) -> tuple[list[tuple[uuid.UUID, uuid.UUID]], list[uuid.UUID]]:
+    """The candidates a lifecycle lets go now (an update waits for its root, older states are superseded),
+    and the integration of every row the gate superseded (in this batch or not: one count each)."""
     gated = delivery_lifecycles.gate(session, [d for d, _ in candidates])
-    return [(d, i) for d, i in candidates if d in gated.allowed]
+    allowed = [(d, i) for d, i in candidates if d in gated.allowed]
+    return allowed, [gated.superseded[d] for d in sorted(gated.superseded)]
 
 
-def count_skipped(providers: Iterable[str]) -> None:
-    """Count deliveries skipped at claim (after the commit that skipped them)."""
-    for provider in providers:
+def count_unsent(unsent: Unsent) -> None:
+    """Count the deliveries a claim settled without an attempt (after the commit that settled them).
+
+    `superseded` is an outcome of its own, not a failure: success ratios (delivered / (delivered + dead)) leave
+    it out, and the rate by outcome shows how much lifecycle churn the ordering absorbed."""
+    for provider in unsent.skipped:
         metrics.DELIVERIES.labels(provider, "skipped", "").inc()
+    for provider in unsent.superseded:
+        metrics.DELIVERIES.labels(provider, "superseded", "").inc()
 
 
 def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
@@ -319,14 +339,14 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
             }
             # In the order the events were accepted: the limiter hands out slots in the order it is asked.
             rows = sorted(rows, key=lambda r: (events[r.event_id].created_at, r.id))
-            claimed, skipped = claim_jobs(
+            claimed, unsent = claim_jobs(
                 session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
             )
             session.commit()
             jobs = claimed
     finally:
         inflight.release(len(delivery_ids) - len(jobs))
-    count_skipped(skipped)
+    count_unsent(unsent)
     _start(runtime, inflight, jobs)
     return len(jobs)
 

@@ -1,11 +1,21 @@
 """The gateway's database side, on the ingest path's async pool (api/ingest.py `EventStore`): channel rows
-for authentication, and one transaction per accepted call that claims the op_id, moves the lifecycle and
-inserts the `event` row, so the answer is sent only once all of it is committed.
+for authentication, and per accepted call the op_id claim, the lifecycle's move and the `event` row, all
+committed together before the answer is sent. What is written is computed first (api/gateway/prepare.py); the
+SQL is api/gateway/store_sql.py.
 
 Idempotency: `gateway_dispatch` is unique on (channel_id, op_id). A second call with the same op_id waits on
 the first one's row lock, then finds it: same body -> the first answer, nothing new; another body -> 409.
-Concurrent updates of one lifecycle are serialised by `SELECT ... FOR UPDATE` on its row, which is what makes
-the per-lifecycle sequence gap-free and ordered by arrival.
+Concurrent updates of one lifecycle are serialised by `FOR UPDATE` on its row, which is what makes the
+per-lifecycle sequence gap-free and ordered by arrival.
+
+Round trips are what a gateway call costs the API (bench/gateway.py; six to seven per call made a channel-auth
+call cost twice the release route's API CPU), so:
+- a create (`/message`, `/event/create`, `/thing/create`, without a thing to check) is ONE statement in
+  autocommit: every id is made here, so the claim carries its final answer and the lifecycle and event rows
+  are inserted only if it claimed; a replay claims nothing there and takes the general transaction;
+- a step (update, close, archive, delete) is a transaction of two statements: claim + lock the lifecycle row,
+  then the lifecycle's new state + the event + the answer;
+- anything else (a create with a `thing_id` to check) is the general transaction, a statement at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,68 +31,33 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
 from api.errors import ApiError, database_unavailable, not_found
-from api.gateway.state import LifecycleRefused, apply
+from api.gateway.prepare import (
+    KIND_OF_ROUTE,
+    Prepared,
+    event_params,
+    json_text,
+    prepare_lifecycle,
+    prepare_message,
+    timestamp,
+)
+from api.gateway.state import LifecycleRefused
+from api.gateway.store_sql import (
+    CHANNEL_SQL,
+    CLAIM_AND_LOCK_SQL,
+    CLAIM_OP_SQL,
+    CREATE_LIFECYCLE_SQL,
+    CREATE_MESSAGE_SQL,
+    CREATE_ROUTES,
+    EXISTING_OP_SQL,
+    FINISH_OP_SQL,
+    INSERT_LIFECYCLE_SQL,
+    STEP_WRITE_SQL,
+    THING_STATE_SQL,
+)
 from api.gateway.validation import GatewayInvalid
 from api.ingest import _INSERT_SQL as INSERT_EVENT_SQL
 from api.ingest import EventStore
 from shared.channels import ChannelRow
-from shared.events import (
-    GATEWAY_TO_ROUTE_SEVERITY,
-    MAX_PUSH_TTL_S,
-    incident_lifecycle_key,
-    message_lifecycle_key,
-    thing_lifecycle_key,
-)
-
-_CHANNEL_SQL = (
-    "SELECT id, project, password_hash, version FROM channel WHERE id = %(id)s AND deleted_at IS NULL"
-)
-_CLAIM_OP_SQL = """
-INSERT INTO gateway_dispatch (id, channel_id, op_id, route, request_hash)
-VALUES (%(id)s, %(channel_id)s, %(op_id)s, %(route)s, %(hash)s)
-ON CONFLICT (channel_id, op_id) DO NOTHING
-RETURNING id
-"""
-_EXISTING_OP_SQL = """
-SELECT route, request_hash, response FROM gateway_dispatch WHERE channel_id = %(channel_id)s AND op_id = %(op_id)s
-"""
-_LOCK_SQL = """
-SELECT id, details, last_sequence FROM gateway_lifecycle
-WHERE kind = %(kind)s AND object_id = %(object_id)s AND channel_id = %(channel_id)s
-FOR UPDATE
-"""
-_THING_STATE_SQL = """
-SELECT state FROM gateway_lifecycle WHERE kind = 'thing' AND object_id = %(object_id)s AND channel_id = %(channel_id)s
-"""
-_INSERT_LIFECYCLE_SQL = """
-INSERT INTO gateway_lifecycle (id, kind, object_id, channel_id, project, title, description, status, message,
-                               severity, state, is_open, attrs, details, started_at, ended_at, last_event_time,
-                               last_sequence)
-VALUES (%(id)s, %(kind)s, %(object_id)s, %(channel_id)s, %(project)s, %(title)s, %(description)s, %(status)s,
-        %(message)s, %(severity)s, %(state)s, %(is_open)s, %(attrs)s, %(details)s, %(started_at)s,
-        %(ended_at)s, %(last_event_time)s, 1)
-"""
-_UPDATE_LIFECYCLE_SQL = """
-UPDATE gateway_lifecycle SET title = %(title)s, description = %(description)s, status = %(status)s,
-       message = %(message)s, severity = %(severity)s, state = %(state)s, is_open = %(is_open)s,
-       attrs = %(attrs)s, details = %(details)s, started_at = %(started_at)s, ended_at = %(ended_at)s,
-       last_event_time = %(last_event_time)s, last_sequence = last_sequence + 1, updated_at = now()
-WHERE id = %(id)s
-RETURNING last_sequence
-"""
-_FINISH_OP_SQL = """
-UPDATE gateway_dispatch SET lifecycle_id = %(lifecycle_id)s, sequence = %(sequence)s,
-       event_row_id = %(event_row_id)s, event_time = %(event_time)s, response = %(response)s
-WHERE id = %(id)s
-"""
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _ts(seconds: float | None) -> datetime | None:
-    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
 def request_hash(route: str, body: dict[str, Any]) -> str:
@@ -100,29 +74,6 @@ class Accepted:
     event_row_id: uuid.UUID | None  # None on a replay: nothing new to fan out
 
 
-KIND_OF_ROUTE = {
-    "/message": "message",
-    "/event/create": "incident",
-    "/event/update": "incident",
-    "/event/close": "incident",
-    "/thing/create": "thing",
-    "/thing/update": "thing",
-    "/thing/archive": "thing",
-    "/thing/delete": "thing",
-}
-EVENT_TYPE_OF_ROUTE = {
-    "/message": "message.sent",
-    "/event/create": "incident.created",
-    "/event/update": "incident.updated",
-    "/event/close": "incident.resolved",
-    "/thing/create": "thing.created",
-    "/thing/update": "thing.updated",
-    "/thing/archive": "thing.archived",
-    "/thing/delete": "thing.deleted",
-}
-_DISPATCH_EXCLUDE = ("channel_id", "password", "op_id", "ciphertext")
-
-
 class GatewayStore:
     def __init__(self, events: EventStore, fanout_grace_s: float) -> None:
         self._events = events
@@ -131,7 +82,7 @@ class GatewayStore:
     async def load_channel(self, channel_id: str) -> ChannelRow | None:
         try:
             async with (await self._events.pool()).connection() as conn:
-                cursor = await conn.execute(_CHANNEL_SQL, {"id": channel_id})
+                cursor = await conn.execute(CHANNEL_SQL, {"id": channel_id})
                 row = await cursor.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise database_unavailable() from exc
@@ -141,8 +92,13 @@ class GatewayStore:
         self, route: str, channel: ChannelRow, op_id: str, body_hash: str, fields: dict[str, Any]
     ) -> Accepted:
         try:
-            async with (await self._events.pool()).connection() as conn, conn.transaction():
-                return await self._dispatch(conn, route, channel, op_id, body_hash, fields)
+            async with (await self._events.pool()).connection() as conn:
+                if route in CREATE_ROUTES and "thing_id" not in fields:
+                    created = await self._create(conn, route, channel, op_id, body_hash, fields)
+                    if created is not None:
+                        return created
+                async with conn.transaction():
+                    return await self._dispatch(conn, route, channel, op_id, body_hash, fields)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise database_unavailable() from exc
         except psycopg.DataError as exc:
@@ -163,27 +119,141 @@ class GatewayStore:
     ) -> Accepted:
         ids = {"channel_id": channel.channel_id, "op_id": op_id}
         dispatch_id = uuid.uuid4()
-        cursor = await conn.execute(
-            _CLAIM_OP_SQL, {**ids, "id": dispatch_id, "route": route, "hash": body_hash}
-        )
-        if await cursor.fetchone() is None:
-            cursor = await conn.execute(_EXISTING_OP_SQL, ids)
-            existing = await cursor.fetchone()
-            if existing is None or existing[0] != route or existing[1] != body_hash:
-                raise ApiError(409, "op_id_conflict", "this op_id was already used with a different request")
-            return Accepted(existing[2], None)
         kind = KIND_OF_ROUTE[route]
         thing_ref = fields.get("thing_id") if kind != "thing" else None
+        if kind != "message" and route not in CREATE_ROUTES:
+            return await self._step(conn, route, kind, channel, op_id, body_hash, dispatch_id, fields)
+        cursor = await conn.execute(
+            CLAIM_OP_SQL, {**ids, "id": dispatch_id, "route": route, "hash": body_hash}
+        )
+        if await cursor.fetchone() is None:
+            return await self._replay(conn, route, body_hash, ids)
         if thing_ref is not None:
             await self._require_thing(conn, channel.channel_id, thing_ref)
         if kind == "message":
             return await self._message(conn, route, channel, op_id, dispatch_id, fields)
         return await self._lifecycle(conn, route, kind, channel, op_id, dispatch_id, fields)
 
+    async def _replay(
+        self, conn: psycopg.AsyncConnection[Any], route: str, body_hash: str, ids: dict[str, str]
+    ) -> Accepted:
+        """The op_id is taken: the first answer if this is the same request, else 409."""
+        cursor = await conn.execute(EXISTING_OP_SQL, ids)
+        existing = await cursor.fetchone()
+        if existing is None or existing[0] != route or existing[1] != body_hash:
+            raise ApiError(409, "op_id_conflict", "this op_id was already used with a different request")
+        return Accepted(existing[2], None)
+
+    async def _step(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        route: str,
+        kind: str,
+        channel: ChannelRow,
+        op_id: str,
+        body_hash: str,
+        dispatch_id: uuid.UUID,
+        fields: dict[str, Any],
+    ) -> Accepted:
+        """An update, close, archive or delete in two statements within the transaction: claim the op and lock
+        the lifecycle row; then move the lifecycle, insert the event and record the answer."""
+        ids = {"channel_id": channel.channel_id, "op_id": op_id}
+        object_id = fields["event_id" if kind == "incident" else "thing_id"]
+        cursor = await conn.execute(
+            CLAIM_AND_LOCK_SQL,
+            {
+                **ids,
+                "id": dispatch_id,
+                "route": route,
+                "hash": body_hash,
+                "kind": kind,
+                "object_id": object_id,
+            },
+        )
+        claimed, lifecycle_id, previous, last_sequence = await cursor.fetchone() or (None, None, None, 0)
+        if claimed is None:
+            return await self._replay(conn, route, body_hash, ids)
+        if kind == "incident" and "thing_id" in fields:
+            await self._require_thing(conn, channel.channel_id, fields["thing_id"])
+        if lifecycle_id is None:
+            what = "event" if kind == "incident" else "thing"
+            raise ApiError(404, f"{what}_not_found", f"no such {what} on this channel")
+        prepared = prepare_lifecycle(
+            route, kind, channel, op_id, fields, object_id, lifecycle_id, previous, last_sequence + 1
+        )
+        assert prepared.columns is not None
+        event_id = uuid.uuid4()
+        cursor = await conn.execute(
+            STEP_WRITE_SQL,
+            {
+                **prepared.columns,
+                **event_params(route, channel, op_id, prepared, self._grace_s),
+                "severity_shown": prepared.columns["severity"],  # "severity" is the event row's
+                "event_id": event_id,
+                "dispatch_id": dispatch_id,
+                "sequence": prepared.sequence,
+                "event_time": timestamp(prepared.when),
+                "response": Jsonb(prepared.data, dumps=json_text),
+            },
+        )
+        row = await cursor.fetchone()
+        if row is None or row[0] is None:  # the key is taken by an event older than this op's claim
+            raise ApiError(409, "op_id_conflict", "this op_id was already used on this channel")
+        return Accepted(prepared.data, event_id)
+
+    async def _create(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        route: str,
+        channel: ChannelRow,
+        op_id: str,
+        body_hash: str,
+        fields: dict[str, Any],
+    ) -> Accepted | None:
+        """A create in one statement (autocommit); None if it claimed nothing (a replay or a conflict)."""
+        kind = KIND_OF_ROUTE[route]
+        if kind == "message":
+            prepared, sql, extra = (
+                prepare_message(route, channel, op_id, fields),
+                CREATE_MESSAGE_SQL,
+                {},
+            )
+        else:
+            object_id = uuid.uuid4().hex
+            prepared = prepare_lifecycle(
+                route, kind, channel, op_id, fields, object_id, uuid.uuid4(), None, 1
+            )
+            assert prepared.columns is not None
+            sql = CREATE_LIFECYCLE_SQL
+            extra = {
+                **prepared.columns,
+                "lifecycle_kind": kind,
+                "object_id": object_id,
+                "severity_shown": prepared.columns["severity"],
+            }
+        event_id = uuid.uuid4()
+        params = {
+            **extra,
+            **event_params(route, channel, op_id, prepared, self._grace_s),
+            "dispatch_id": uuid.uuid4(),
+            "channel_id": channel.channel_id,
+            "op_id": op_id,
+            "route": route,
+            "hash": body_hash,
+            "lifecycle_id": prepared.lifecycle_id,
+            "event_id": event_id,
+            "event_time": timestamp(prepared.when),
+            "response": Jsonb(prepared.data, dumps=json_text),
+        }
+        cursor = await conn.execute(sql, params)
+        if await cursor.fetchone() is None:
+            return None
+        return Accepted(prepared.data, event_id)
+
     async def _require_thing(
         self, conn: psycopg.AsyncConnection[Any], channel_id: str, thing_id: str
     ) -> None:
-        cursor = await conn.execute(_THING_STATE_SQL, {"object_id": thing_id, "channel_id": channel_id})
+        cursor = await conn.execute(THING_STATE_SQL, {"object_id": thing_id, "channel_id": channel_id})
         row = await cursor.fetchone()
         if row is None:
             raise ApiError(404, "thing_not_found", "no such thing on this channel")
@@ -199,36 +269,8 @@ class GatewayStore:
         dispatch_id: uuid.UUID,
         fields: dict[str, Any],
     ) -> Accepted:
-        message_id = uuid.uuid4().hex
-        key = message_lifecycle_key(channel.channel_id, message_id)
-        when = fields.get("occurred_at") or datetime.now(UTC).timestamp()
-        payload = self._payload(route, channel, op_id, fields)
-        payload["message_id"] = message_id
-        if "thing_id" in fields:
-            payload["thing_id"] = fields["thing_id"]
-        payload["lifecycle"] = {
-            "kind": "message",
-            "id": message_id,
-            "key": key,
-            "sequence": 1,
-            "event_time": when,
-            "stale": False,
-        }
-        if "ttl" in fields:
-            now_s = datetime.now(UTC).timestamp()
-            payload["ttl_s"] = int(max(0, min(fields["ttl"] - now_s, MAX_PUSH_TTL_S)))
-            payload["expires_at"] = now_s + payload["ttl_s"]
-        data = {
-            "channel_id": channel.channel_id,
-            "op_id": op_id,
-            "message_id": message_id,
-            "thing_id": fields.get("thing_id"),
-            "accepted": True,
-        }
-        severity = GATEWAY_TO_ROUTE_SEVERITY[fields["severity"]]
-        event_row_id = await self._insert_event(conn, route, channel, op_id, payload, severity, key)
-        await self._finish(conn, dispatch_id, None, 1, event_row_id, when, data)
-        return Accepted(data, event_row_id)
+        prepared = prepare_message(route, channel, op_id, fields)
+        return await self._write_event(conn, route, channel, op_id, dispatch_id, prepared)
 
     async def _lifecycle(
         self,
@@ -240,124 +282,50 @@ class GatewayStore:
         dispatch_id: uuid.UUID,
         fields: dict[str, Any],
     ) -> Accepted:
-        id_field = "event_id" if kind == "incident" else "thing_id"
-        creating = route.endswith("/create")
-        if creating:
-            object_id = uuid.uuid4().hex
-            lifecycle_id, previous, sequence = uuid.uuid4(), None, 1
-        else:
-            object_id = fields[id_field]
-            cursor = await conn.execute(
-                _LOCK_SQL, {"kind": kind, "object_id": object_id, "channel_id": channel.channel_id}
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                what = "event" if kind == "incident" else "thing"
-                raise ApiError(404, f"{what}_not_found", f"no such {what} on this channel")
-            lifecycle_id, previous, sequence = row[0], row[1], row[2] + 1
-        state, stale = apply(kind, route, previous, fields)
-        columns = {
-            "id": lifecycle_id,
-            "title": state["title"],
-            "description": state["description"],
-            "status": state["status"],
-            "message": state["message"],
-            "severity": state["severity"],
-            "state": state["state"],
-            "is_open": state["open"],
-            "attrs": Jsonb(state["attrs"], dumps=_dumps),
-            "details": Jsonb(state, dumps=_dumps),
-            "started_at": _ts(state["started_at"]),
-            "ended_at": _ts(state["ended_at"]),
-            "last_event_time": _ts(state["last_event_time"]),
-        }
-        if creating:
-            await conn.execute(
-                _INSERT_LIFECYCLE_SQL,
-                {
-                    **columns,
-                    "kind": kind,
-                    "object_id": object_id,
-                    "channel_id": channel.channel_id,
-                    "project": channel.project,
-                },
-            )
-        else:
-            await conn.execute(_UPDATE_LIFECYCLE_SQL, columns)
-        if kind == "incident":
-            key = incident_lifecycle_key(channel.channel_id, object_id)
-        else:
-            key = thing_lifecycle_key(channel.channel_id, object_id)
-        when = float(fields["event_time"] if kind == "incident" else fields["observed_at"])
-        payload = self._payload(route, channel, op_id, fields)
-        payload["incident_id" if kind == "incident" else "thing_id"] = object_id
-        if kind == "incident" and "thing_id" in fields:
-            payload["thing_id"] = fields["thing_id"]
-        payload["lifecycle"] = {
-            "kind": kind,
-            "id": object_id,
-            "key": key,
-            "sequence": sequence,
-            "event_time": when,
-            "stale": stale,
-        }
-        payload["state"] = state
-        data: dict[str, Any] = {"channel_id": channel.channel_id, "op_id": op_id}
-        if kind == "incident":
-            data |= {"event_id": object_id, "thing_id": fields.get("thing_id"), "accepted": True}
-            severity = GATEWAY_TO_ROUTE_SEVERITY[state["peak_severity"] or fields["severity"]]
-        else:
-            data |= {"thing_id": object_id, "accepted": True}
-            severity = "info"
-        event_row_id = await self._insert_event(conn, route, channel, op_id, payload, severity, key)
-        await self._finish(conn, dispatch_id, lifecycle_id, sequence, event_row_id, when, data)
-        return Accepted(data, event_row_id)
+        """A create within the general transaction (one with a `thing_id` to check first)."""
+        object_id, lifecycle_id = uuid.uuid4().hex, uuid.uuid4()
+        prepared = prepare_lifecycle(route, kind, channel, op_id, fields, object_id, lifecycle_id, None, 1)
+        assert prepared.columns is not None
+        await conn.execute(
+            INSERT_LIFECYCLE_SQL,
+            {
+                **prepared.columns,
+                "kind": kind,
+                "object_id": object_id,
+                "channel_id": channel.channel_id,
+                "project": channel.project,
+            },
+        )
+        return await self._write_event(conn, route, channel, op_id, dispatch_id, prepared)
 
-    def _payload(self, route: str, channel: ChannelRow, op_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "project": channel.project,
-            "channel_id": channel.channel_id,
-            "op_id": op_id,
-            "route": route,
-            "dispatch": {k: v for k, v in fields.items() if k not in _DISPATCH_EXCLUDE},
-        }
-        if "ciphertext" in fields:
-            # Opaque to Herald: stored and handed to destinations as is, never decrypted or logged.
-            payload["ciphertext"] = fields["ciphertext"]
-        return payload
-
-    async def _insert_event(
+    async def _write_event(
         self,
         conn: psycopg.AsyncConnection[Any],
         route: str,
         channel: ChannelRow,
         op_id: str,
-        payload: dict[str, Any],
-        severity: str,
-        lifecycle_key: str,
-    ) -> uuid.UUID:
+        dispatch_id: uuid.UUID,
+        prepared: Prepared,
+    ) -> Accepted:
+        """The event row and the op's answer, within the general path's transaction."""
         cursor = await conn.execute(
             INSERT_EVENT_SQL,
-            {
-                "id": uuid.uuid4(),
-                "kind": KIND_OF_ROUTE[route],
-                "type": EVENT_TYPE_OF_ROUTE[route],
-                "project": channel.project,
-                "environment": None,
-                "severity": severity,
-                "payload": Jsonb(payload, dumps=_dumps),
-                # Unique like every event's key; the op_id claim above already made it unique per channel.
-                "key": f"gw:{channel.channel_id}:{op_id}",
-                "hash": hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest(),
-                "lifecycle_key": lifecycle_key,
-                "grace_s": self._grace_s,
-            },
+            {"id": uuid.uuid4(), **event_params(route, channel, op_id, prepared, self._grace_s)},
         )
         row = await cursor.fetchone()
         if row is None:  # the key is taken by an event from before this channel was deleted and re-made
             raise ApiError(409, "op_id_conflict", "this op_id was already used on this channel")
         event_row_id: uuid.UUID = row[0]
-        return event_row_id
+        await self._finish(
+            conn,
+            dispatch_id,
+            prepared.lifecycle_id,
+            prepared.sequence,
+            event_row_id,
+            prepared.when,
+            prepared.data,
+        )
+        return Accepted(prepared.data, event_row_id)
 
     async def _finish(
         self,
@@ -370,14 +338,14 @@ class GatewayStore:
         data: dict[str, Any],
     ) -> None:
         await conn.execute(
-            _FINISH_OP_SQL,
+            FINISH_OP_SQL,
             {
                 "id": dispatch_id,
                 "lifecycle_id": lifecycle_id,
                 "sequence": sequence,
                 "event_row_id": event_row_id,
-                "event_time": _ts(when),
-                "response": Jsonb(data, dumps=_dumps),
+                "event_time": timestamp(when),
+                "response": Jsonb(data, dumps=json_text),
             },
         )
 

@@ -48,6 +48,8 @@ SEVERITIES = ("info", "warning", "error", "critical")
 # pipeline(100) + ":" + image_tag(200) (shared/events.py).
 IDEMPOTENCY_KEY_MAX_CHARS = 128
 LIFECYCLE_KEY_MAX_CHARS = 512
+#: delivery.provider_ref / previous_ref (an email thread's References chain is capped at 995)
+PROVIDER_REF_MAX_CHARS = 1024
 
 
 def _now() -> Any:
@@ -242,10 +244,12 @@ class Delivery(Base):
     last_error_class: Mapped[str | None] = mapped_column(String(64))
     last_error_detail: Mapped[str | None] = mapped_column(String(500))
     dead_reason: Mapped[str | None] = mapped_column(String(64))
-    provider_ref: Mapped[str | None] = mapped_column(String(255))
-    # The vendor message this delivery should edit in place (an earlier delivered event of the same lifecycle
-    # to the same integration: a pipeline's trigger, then its success), set at fan-out.
-    previous_ref: Mapped[str | None] = mapped_column(String(255))
+    # The vendor's message reference (Slack `channel:ts`, a Discord message id; for email the thread's
+    # References chain, providers/templates/email_thread.py): 1024 since migration 0008_email_thread.
+    provider_ref: Mapped[str | None] = mapped_column(String(PROVIDER_REF_MAX_CHARS))
+    # The vendor message this delivery should edit in place (the shown message of its lifecycle at the same
+    # integration), set when the delivery is claimed (shared/delivery_lifecycles.py).
+    previous_ref: Mapped[str | None] = mapped_column(String(PROVIDER_REF_MAX_CHARS))
     # The event's lifecycle key when its route edits in place (migration 0006_lifecycle): the deliveries of one
     # (lifecycle_key, integration) are ordered against each other (shared/delivery_lifecycles.py).
     lifecycle_key: Mapped[str | None] = mapped_column(String(LIFECYCLE_KEY_MAX_CHARS))

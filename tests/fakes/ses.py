@@ -1,5 +1,10 @@
 """A fake Amazon SES v2 endpoint that verifies the SigV4 signature of every request it answers by default.
 
+What SES does with a `Simple` message's `Headers` is modelled: at most 15, names and values in SES's
+character sets, a value at most 995 characters, and the headers SES sets itself refused (400
+BadRequestException). Every accepted send is kept in `sent` as the mail SES would deliver: its headers with
+SES's own Message-ID, `<MessageId@REGION.amazonses.com>`.
+
 The signature is recomputed with botocore's signer from what arrived on the wire (method, path, the signed
 headers, the body, the `X-Amz-Date`), with the secret key the test generated; a mismatch gets SES's 403
 `SignatureDoesNotMatch`. Scripted replies (throttling, MessageRejected ...) are answered as scripted.
@@ -12,6 +17,7 @@ import re
 import secrets
 import string
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +33,29 @@ _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
     r" ?SignedHeaders=(?P<signed>[^,]+), ?Signature=(?P<sig>[0-9a-f]{64})$"
 )
+
+
+#: headers SES sets itself on a Simple or Templated message: a Headers entry naming one is refused
+SES_OWN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "BCC", "CC", "Content-Disposition", "Content-Type", "Date", "From", "Message-ID", "MIME-Version",
+        "Reply-To", "Return-Path", "Subject", "To",
+    )
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,126}$")
+_HEADER_VALUE = re.compile(r"^[ -~]{1,995}$")
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """An accepted SendEmail as the recipient would see it: SES's Message-ID and the headers sent along."""
+
+    message_id: str
+    to: list[str]
+    subject: str
+    text: str
+    headers: dict[str, str]
 
 
 def generated_credentials() -> tuple[str, str]:
@@ -52,6 +81,7 @@ class FakeSes(FakeServer):
         self.region = region
         self.verified: list[Recorded] = []
         self.rejected: list[str] = []
+        self.sent: list[SentMail] = []
 
     @property
     def endpoint_url(self) -> str:
@@ -97,9 +127,44 @@ class FakeSes(FakeServer):
         if req.method != "POST" or not req.path.endswith(SEND_PATH):
             return ses_error(404, "NotFoundException", "no such operation")
         self.verified.append(req)
-        return Reply(
-            200, orjson.dumps({"MessageId": f"0102-{uuid.uuid4()}"}), content_type="application/json"
-        )
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            return ses_error(400, "BadRequestException", "the request body is not JSON")
+        simple = (body.get("Content") or {}).get("Simple")
+        headers: dict[str, str] = {}
+        if simple is not None:
+            problem = self._headers(simple.get("Headers") or [], headers)
+            if problem is not None:
+                return ses_error(400, "BadRequestException", problem)
+        ses_id = f"0102-{uuid.uuid4()}"
+        if simple is not None:
+            self.sent.append(
+                SentMail(
+                    message_id=f"<{ses_id}@{self.region}.amazonses.com>",
+                    to=list((body.get("Destination") or {}).get("ToAddresses") or []),
+                    subject=simple["Subject"]["Data"],
+                    text=simple["Body"]["Text"]["Data"],
+                    headers=headers,
+                )
+            )
+        return Reply(200, orjson.dumps({"MessageId": ses_id}), content_type="application/json")
+
+    @staticmethod
+    def _headers(entries: list[dict[str, Any]], into: dict[str, str]) -> str | None:
+        """SES's checks of a Simple message's Headers (None = accepted, the headers put into `into`)."""
+        if len(entries) > 15:
+            return "at most 15 headers"
+        for entry in entries:
+            name, value = entry.get("Name"), entry.get("Value")
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                return f"invalid header name {name!r}"
+            if not isinstance(value, str) or not _HEADER_VALUE.match(value):
+                return f"invalid value of header {name}"
+            if name.lower() in SES_OWN_HEADERS:
+                return f"header {name} is set by SES"
+            into[name] = value
+        return None
 
 
 def contract() -> Any:

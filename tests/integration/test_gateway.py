@@ -345,6 +345,30 @@ def test_same_op_id_same_body_returns_first_answer_and_creates_nothing(api, chan
     assert count == 1
 
 
+def test_a_create_is_one_transaction_whatever_fails(api, channel, stack: Stack):
+    """The create routes write the op's claim, the lifecycle and the event in one statement: a value
+    PostgreSQL cannot store (a NUL character) leaves none of them behind, so the op_id stays free."""
+    for route, body in (
+        ("/event/create", event_body(channel, op_id="op-nul-1", title="lag\x00")),
+        ("/message", {**channel, "title": "build\x00", "op_id": "op-nul-2"}),
+    ):
+        assert err(api.post(route, json=body)) == (400, "invalid_character"), route
+    engine = create_engine(stack.env["HERALD_DATABASE_URL"])
+    with engine.connect() as conn:
+        left = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM gateway_dispatch WHERE channel_id = :c)"
+                " + (SELECT count(*) FROM gateway_lifecycle WHERE channel_id = :c)"
+                " + (SELECT count(*) FROM event WHERE idempotency_key LIKE :k)"
+            ),
+            {"c": channel["channel_id"], "k": f"gw:{channel['channel_id']}:%"},
+        ).scalar_one()
+    engine.dispose()
+    assert left == 0
+    # the op_id was not taken: the same op with a good body is accepted
+    ok(api.post("/event/create", json=event_body(channel, op_id="op-nul-1")))
+
+
 def test_same_op_id_other_body_is_409(api, channel):
     ok(api.post("/event/create", json=event_body(channel, op_id="op-x")))
     assert err(api.post("/event/create", json=event_body(channel, op_id="op-x", title="Other"))) == (
@@ -503,6 +527,13 @@ def test_thing_context_on_events_and_messages(api, channel):
     data = ok(api.post("/event/create", json=event_body(channel, thing_id=thing_id)))
     assert data["thing_id"] == thing_id
     assert err(api.post("/event/create", json=event_body(channel, thing_id="missing"))) == (
+        404,
+        "thing_not_found",
+    )
+    # an update names the thing too (the step path checks it after claiming the op)
+    event_id = data["event_id"]
+    ok(api.post("/event/update", json=update_body(channel, event_id, thing_id=thing_id)))
+    assert err(api.post("/event/update", json=update_body(channel, event_id, thing_id="missing"))) == (
         404,
         "thing_not_found",
     )

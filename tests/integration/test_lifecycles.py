@@ -14,20 +14,18 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.fakes import slack as slack_fake
 from tests.fakes.discord import DiscordFake
 from tests.fakes.pagerduty import PagerDutyFake
 from tests.fakes.server import FakeServer, Reply
 from tests.fakes.slack import SlackFake
+from tests.integration.lifecycles import FINAL, channel_credentials, lifecycle_rows, routed, settled
 from tests.integration.stack import AUTH, Stack, wait_until
-from tests.integration.test_gateway import event_body, make_channel, ok, update_body
+from tests.integration.test_gateway import event_body, ok, update_body
 from tests.integration.test_recovery import private_redis, private_stack  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
-
-FINAL = {"delivered", "superseded", "dead"}
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +46,6 @@ def pagerduty() -> Any:
         yield server
 
 
-def routed(api: Any, project: str, provider: str, config: dict[str, Any], **route: Any) -> str:
-    r = api.post(
-        "/v1/integrations",
-        headers=AUTH,
-        json={"name": f"lc-{provider}", "provider": provider, "project": project, "config": config},
-    )
-    assert r.status_code == 201, r.text
-    integration_id: str = r.json()["data"]["id"]
-    r = api.post(
-        "/v1/routes",
-        headers=AUTH,
-        json={"integration_id": integration_id, "project": project, "event_types": ["incident"], **route},
-    )
-    assert r.status_code == 201, r.text
-    return integration_id
-
-
 def slack_bot(api: Any, slack: SlackFake, project: str, slot: str, **route: Any) -> str:
     config = {
         "token": slack.token,
@@ -73,31 +54,6 @@ def slack_bot(api: Any, slack: SlackFake, project: str, slot: str, **route: Any)
         "timeout_s": 3,
     }
     return routed(api, project, "slack_bot", config, **route)
-
-
-def lifecycle_rows(stack: Stack, key: str) -> list[Any]:
-    engine = create_engine(stack.env["HERALD_DATABASE_URL"])
-    try:
-        with engine.connect() as conn:
-            return list(
-                conn.execute(
-                    text(
-                        "SELECT d.integration_id, d.state, d.attempt_count, d.last_error_detail,"
-                        " CAST(e.payload->'lifecycle'->>'sequence' AS int) AS sequence"
-                        " FROM delivery d JOIN event e ON e.id = d.event_id WHERE e.lifecycle_key = :k"
-                    ),
-                    {"k": key},
-                )
-            )
-    finally:
-        engine.dispose()
-
-
-def settled(stack: Stack, key: str, integrations: int, last_sequence: int) -> bool:
-    """Every delivery of the lifecycle is final and each integration delivered the last state."""
-    rows = lifecycle_rows(stack, key)
-    last = [r for r in rows if r.sequence == last_sequence and r.state == "delivered"]
-    return len(last) == integrations and all(r.state in FINAL for r in rows)
 
 
 def slack_history(slack: SlackFake, slot: str) -> list[tuple[str, dict[str, Any]]]:
@@ -140,8 +96,7 @@ def test_incident_is_one_message_per_destination_edited_to_its_final_state(
     )
     routed(api, project, "webhook", {"url": receiver.url(hook_path)})
     discord_before = set(discord.messages)
-    channel = make_channel(api, project, password="s3cret-pass")
-    creds = {"channel_id": channel["channel_id"], "password": "s3cret-pass"}
+    creds = channel_credentials(api, project)
     event_id = ok(api.post("/event/create", json=event_body(creds, message="step 0")))["event_id"]
     key = f"incident:{creds['channel_id']}:{event_id}"
     # The root first (else it may be superseded before it is sent: then the close is the root, also right).
@@ -192,8 +147,7 @@ def test_edit_in_place_off_posts_every_state_as_a_new_message(
     """A route with edit_in_place=false: each state is a message of its own (no chat.update, none superseded)."""
     slot = f"off{project[-6:]}"
     slack_bot(api, slack, project, slot, edit_in_place=False)
-    channel = make_channel(api, project, password="s3cret-pass")
-    creds = {"channel_id": channel["channel_id"], "password": "s3cret-pass"}
+    creds = channel_credentials(api, project)
     event_id = ok(api.post("/event/create", json=event_body(creds, message="step 0")))["event_id"]
     ok(api.post("/event/close", json=update_body(creds, event_id, status="resolved", message="step 1")))
     key = f"incident:{creds['channel_id']}:{event_id}"
@@ -222,8 +176,7 @@ def test_burst_of_50_updates_from_8_clients_and_2_workers_ends_on_the_last_state
         slot = f"burst{project[-6:]}"
         with own_stack.client() as api:
             slack_bot(api, slack, project, slot)
-            channel = make_channel(api, project, password="s3cret-pass")
-            creds = {"channel_id": channel["channel_id"], "password": "s3cret-pass"}
+            creds = channel_credentials(api, project)
             event_id = ok(api.post("/event/create", json=event_body(creds, message="step 0")))["event_id"]
         errors: list[str] = []
 
@@ -283,8 +236,7 @@ def test_worker_sigkill_and_redis_flushall_mid_lifecycle_still_end_on_the_final_
     private_stack.start_worker()
     with private_stack.client() as api:
         slack_bot(api, slack, project, slot)
-        channel = make_channel(api, project, password="s3cret-pass")
-        creds = {"channel_id": channel["channel_id"], "password": "s3cret-pass"}
+        creds = channel_credentials(api, project)
         event_id = ok(api.post("/event/create", json=event_body(creds, message="step 0")))["event_id"]
         slack.wait_for(f"/{slot}/api/chat.postMessage", 1, timeout_s=60)
         key = f"incident:{creds['channel_id']}:{event_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -77,7 +78,9 @@ def test_signed_send_email_is_verified_and_well_formed(ses: FakeSes):
     assert "Version" in simple["Body"]["Text"]["Data"]
     assert "<table" in simple["Body"]["Html"]["Data"]
     assert body["ConfigurationSetName"] == "herald-events"
-    assert receipt.provider_ref and receipt.provider_ref.startswith("0102-")
+    # a lifecycle's message: the reference is the Message-ID SES gave the mail (the thread's first)
+    ses_id = json.loads(receipt.response_excerpt or "{}")["MessageId"]
+    assert receipt.provider_ref == f"<{ses_id}@eu-west-1.amazonses.com>"
     assert SECRET not in ses.verified[-1].headers["authorization"]
 
 
@@ -159,3 +162,68 @@ def test_preview_has_no_secrets(ses: FakeSes):
     assert preview["subject"] == "[ERROR] checkout 1.4.2 released to prod"
     assert preview["request"]["Destination"]["ToAddresses"] == ["ana@example.com"]
     assert SECRET not in json.dumps(preview)
+
+
+LIFECYCLE = replace(MESSAGE, lifecycle_key="incident:chan:ev1")
+
+
+def send_state(cfg: SesConfig, key: str, previous_ref: str | None) -> Receipt:
+    async def run() -> Receipt:
+        http = HttpClient.create(allow_cidrs=["127.0.0.1/32"])
+        try:
+            return await SesProvider(http).send(
+                LIFECYCLE, cfg, idempotency_key=key, previous_ref=previous_ref
+            )
+        finally:
+            await http.close()
+
+    return asyncio.run(run())
+
+
+def test_lifecycle_states_are_one_thread(ses: FakeSes):
+    """Issue 11: SES threads a lifecycle as SMTP does. Each later state carries In-Reply-To (the mail before)
+    and References (the whole chain) as Simple message headers, on the Message-IDs SES gave the mails
+    (`<MessageId@eu-west-1.amazonses.com>`: SES replaces any of ours). Before: no threading headers, and the
+    kept reference was the bare SES MessageId."""
+    cfg = config(ses)
+    before, rejected = len(ses.sent), len(ses.rejected)
+    root = send_state(cfg, "d-1", None)
+    second = send_state(cfg, "d-2", root.provider_ref)
+    third = send_state(cfg, "d-3", second.provider_ref)
+    assert len(ses.rejected) == rejected
+    m1, m2, m3 = ses.sent[before:]
+    ids = [m.message_id for m in (m1, m2, m3)]
+    assert m1.headers == {}
+    assert m2.headers == {"In-Reply-To": ids[0], "References": ids[0]}
+    assert m3.headers == {"In-Reply-To": ids[1], "References": f"{ids[0]} {ids[1]}"}
+    assert [root.provider_ref, second.provider_ref, third.provider_ref] == [
+        ids[0],
+        " ".join(ids[:2]),
+        " ".join(ids),
+    ]
+    # A reference that is not Message-IDs (an injection attempt) starts a new thread instead.
+    send_state(cfg, "d-4", "<x@y>\r\nBcc: evil@example.com")
+    assert ses.sent[-1].headers == {}
+
+
+def test_message_id_domain_per_region():
+    assert config_for_region("us-east-1").message_id("abc") == "<abc@email.amazonses.com>"
+    assert config_for_region("eu-west-1").message_id("abc") == "<abc@eu-west-1.amazonses.com>"
+    custom = SesConfig.model_validate(
+        {**base_values("eu-west-1"), "message_id_domain": "eu-west-1.amazonses.example"}
+    )
+    assert custom.message_id("abc") == "<abc@eu-west-1.amazonses.example>"
+
+
+def base_values(region: str) -> dict[str, Any]:
+    return {
+        "access_key_id": AKID,
+        "secret_access_key": SECRET,
+        "region": region,
+        "from_address": "herald@example.com",
+        "to": ["ana@example.com"],
+    }
+
+
+def config_for_region(region: str) -> SesConfig:
+    return SesConfig.model_validate(base_values(region))

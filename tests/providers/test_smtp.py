@@ -455,9 +455,11 @@ def test_refused_and_unknown_names_are_retryable(tls: TlsFiles):
 
 
 def test_lifecycle_states_are_one_thread(smtp: FakeSmtp, tls: TlsFiles):
-    """Issue 11: a lifecycle's next state replies to the mail shown before it (In-Reply-To, References), and the
-    receipt keeps its Message-ID as the reference. Before: no provider_ref, no threading headers. A reference
-    that is not a Message-ID of ours (header injection) is ignored."""
+    """Issue 11: a lifecycle's next state replies to the mail shown before it (In-Reply-To) and its References
+    holds the whole chain back to the root (RFC 5322: the parent's References, then the parent's Message-ID);
+    the receipt keeps that chain plus its own Message-ID as the reference for the next state. A reference that
+    is not one of ours (header injection) is ignored. Before: References named only the previous mail, so the
+    third mail of a thread had References = <second> and lost the root."""
     cfg = config(smtp)
 
     def send(key: str, previous_ref: str | None) -> Receipt:
@@ -466,11 +468,34 @@ def test_lifecycle_states_are_one_thread(smtp: FakeSmtp, tls: TlsFiles):
 
         return with_provider(tls, body)
 
+    before = len(smtp.received)
     root = send("d-root", None)
-    reply = send("d-next", root.provider_ref)
+    second = send("d-next", root.provider_ref)
+    third = send("d-third", second.provider_ref)
     send("d-bad", "<x@y>\r\nBcc: evil@example.com")
-    first, second, third = smtp.wait_for(3)
-    assert root.provider_ref == first.message["Message-ID"] and first.message["In-Reply-To"] is None
-    assert second.message["In-Reply-To"] == root.provider_ref == second.message["References"]
-    assert reply.provider_ref == second.message["Message-ID"] != root.provider_ref
-    assert third.message["In-Reply-To"] is None and third.message["Bcc"] is None
+    m1, m2, m3, bad = (r.message for r in smtp.wait_for(before + 4)[before:])
+    ids = [str(m["Message-ID"]) for m in (m1, m2, m3)]
+    assert len(set(ids)) == 3 and m1["In-Reply-To"] is None and m1["References"] is None
+    assert (m2["In-Reply-To"], m2["References"]) == (ids[0], ids[0])
+    assert (m3["In-Reply-To"], str(m3["References"]).split()) == (ids[1], ids[:2])
+    assert [root.provider_ref, second.provider_ref, third.provider_ref] == [
+        ids[0],
+        " ".join(ids[:2]),
+        " ".join(ids),
+    ]
+    assert bad["In-Reply-To"] is None and bad["References"] is None and bad["Bcc"] is None
+
+
+def test_message_id_is_the_same_on_every_retry_of_a_delivery(smtp: FakeSmtp, tls: TlsFiles):
+    """A relay that took the mail but whose answer was lost gets the retry with the same Message-ID (so the
+    receiver can drop the duplicate). Before: a random one per attempt (make_msgid)."""
+    cfg = config(smtp)
+
+    async def body(p: SmtpProvider) -> Receipt:
+        return await p.send(MESSAGE, cfg, idempotency_key="d-retried", previous_ref=None)
+
+    before = len(smtp.received)
+    with_provider(tls, body)
+    with_provider(tls, body)
+    first, again = smtp.wait_for(before + 2)[before:]
+    assert first.message["Message-ID"] == again.message["Message-ID"]

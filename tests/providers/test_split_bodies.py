@@ -94,7 +94,9 @@ def test_ses_message_id_comes_from_a_split_answer(server: FakeServer):
             "to": ["ana@example.com"],
         }
     )
-    assert send(SesProvider, config).provider_ref == "0100018c-split-answer"
+    # A pipeline run is a lifecycle: the reference is the Message-ID SES gives the mail (its email thread's root).
+    assert MESSAGE.lifecycle_key
+    assert send(SesProvider, config).provider_ref == "<0100018c-split-answer@eu-west-1.amazonses.com>"
 
 
 def _request(url: str) -> HttpResponse:

@@ -117,13 +117,14 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
-        inline, skipped_at_claim = dispatch.claim_jobs(
+        inline, unsent = dispatch.claim_jobs(
             session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
         )
         session.commit()
     for state in fanned:
         metrics.FANOUT_DELIVERIES.labels(state).inc()
-    dispatch.count_skipped(skipped + skipped_at_claim)
+    unsent.skipped += skipped  # skipped at insert (integration disabled), besides those skipped at claim
+    dispatch.count_unsent(unsent)
     claimed_ids = {j.id for j in inline}
     return FanoutResult(inline=inline, to_publish=[d for d, _ in new_pending if d not in claimed_ids])
 
