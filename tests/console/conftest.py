@@ -115,7 +115,10 @@ def console(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running in this thread while it is
+# open, and with the suite spread over pytest-xdist workers, a later non-console test in the same worker that
+# calls asyncio.run() would fail ("cannot be called from a running event loop"). Chromium starts in about 1 s.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(
