@@ -44,7 +44,7 @@ router = APIRouter(
     prefix="/v1/events", tags=["events"], responses=error_responses(400, 401, 403, 413, 415, 422, 503)
 )
 
-EventKind = Literal["release", "pipeline", "incident", "thing", "message"]
+EventKind = Literal["release", "pipeline", "incident", "thing", "message", "herald"]
 EventSeverity = Literal["info", "warning", "error", "critical"]
 assert set(get_args(EventKind)) == set(EVENT_KINDS) and set(get_args(EventSeverity)) == set(SEVERITIES)
 
