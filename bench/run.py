@@ -10,6 +10,10 @@ integration pointing at a local receiver (a separate process), and prints:
 - worker RSS (main process and pool children);
 then the baseline (a bare Celery task per message doing a sync httpx.post, `-P threads -c 50`, no database) and
 our throughput as a ratio of it. Figures are noisy on 2 cores (+-30 %): compare within one run.
+
+Every run has a database of its own (`herald_bench_<random>`, dropped afterwards) and a redis-server of its own on
+a free port (nothing persisted), so several runs on one machine (several engineers, or a test session) never
+flush or read each other's data.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,8 +43,10 @@ from shared.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: prefix of each run's own database (a random suffix is added)
 BENCH_DB = "herald_bench"
-BENCH_REDIS_DB = 15
+#: the database number in the run's own redis-server
+BENCH_REDIS_DB = 0
 ADMIN_KEY = "hk_bench_" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -88,8 +95,62 @@ def receiver_process(delay_ms: float) -> Iterator[str]:
         proc.wait(10)
 
 
+class PrivateRedis:
+    """A redis-server of the run's own on a free port, nothing persisted (no other run can flush it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def __enter__(self) -> PrivateRedis:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=self.workdir,
+            stdout=(self.workdir / f"redis-{self.port}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.__exit__()
+                        raise RuntimeError(f"redis-server on :{self.port} did not come up") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
 class Herald:
-    """The real system: fresh database, own Redis db, uvicorn API, worker, beat."""
+    """The real system: a database and a redis-server of its own, uvicorn API, worker, beat."""
 
     def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
@@ -98,20 +159,34 @@ class Herald:
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.worker: subprocess.Popen[bytes] | None = None
+        self.db_name = f"{BENCH_DB}_{uuid.uuid4().hex[:8]}"
+        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}"
+        self.redis = PrivateRedis(workdir)
+        self._db_created = False
 
     def __enter__(self) -> Herald:
+        # A start-up that fails half-way stops what it started (a next run's tasks would land on orphans).
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> Herald:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}"
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            if os.environ.get("BENCH_PG_LOG_STATEMENTS"):
+                # Profiling aid: every statement of this run in the server log (count them per delivery).
+                conn.execute(f"ALTER DATABASE \"{self.db_name}\" SET log_statement = 'all'")
+        self._db_created = True
         upgrade(self.database_url)
-        redis.Redis(db=BENCH_REDIS_DB).flushdb()
+        self.redis.__enter__()
         metrics_dir = self.workdir / "metrics"
         metrics_dir.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         env.update(
             HERALD_DATABASE_URL=self.database_url,
-            HERALD_REDIS_URL=f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}",
+            HERALD_REDIS_URL=self.redis.url(BENCH_REDIS_DB),
             HERALD_ENCRYPTION_KEYS=generate_key_spec("bench"),
             HERALD_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
             HERALD_EGRESS_ALLOW_CIDRS="127.0.0.1/32",
@@ -182,9 +257,16 @@ class Herald:
         return proc
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds used so far by each part of the system on this machine (processes grouped by role)."""
+        """CPU seconds used so far by each part of the system on this machine (processes grouped by role).
+
+        `postgres` is the backends serving this run's database (their titles name it) and `redis` this run's
+        own redis-server: other sessions on a shared machine land in `postgres_shared` (PostgreSQL's own
+        background processes, and everyone else's backends) and `other`."""
         assert self.worker is not None
         roles = {self.procs[0].pid: "api", self.worker.pid: "worker", self.procs[2].pid: "beat"}
+        if self.redis.proc is not None:
+            roles[self.redis.proc.pid] = "redis"
+        own_db = f" {self.db_name} "
         totals: dict[str, float] = {}
         for proc in psutil.process_iter(["name", "cmdline"]):
             try:
@@ -197,10 +279,8 @@ class Herald:
                 roles.get(proc.pid)
                 or roles.get(proc.ppid())
                 or (
-                    "postgres"
+                    ("postgres" if own_db in cmdline else "postgres_shared")
                     if name.startswith("postgres")
-                    else "redis"
-                    if name.startswith("redis")
                     else "receiver"
                     if "bench.receiver" in cmdline
                     else "bench_client"
@@ -210,6 +290,31 @@ class Herald:
             )
             totals[role] = totals.get(role, 0.0) + times.user + times.system
         return totals
+
+    @contextmanager
+    def profiled(self, phase: str) -> Iterator[None]:
+        """With BENCH_PY_SPY_DIR set, sample the worker with py-spy during the phase (only the thread holding the GIL: where its CPU goes) (collapsed stacks, one
+        line per stack with its sample count: `sort -k2 -n` or a flame graph tool reads them)."""
+        out_dir = os.environ.get("BENCH_PY_SPY_DIR")
+        if not out_dir or self.worker is None:
+            yield
+            return
+        out = Path(out_dir) / f"worker-{phase}-{self.worker.pid}.txt"
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.worker.pid), "--rate", "200", "--format", "raw",
+             "--output", str(out), "--nonblocking", "--threads", "--gil"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / "py-spy.log").open("wb"),
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(10)
 
     def worker_rss_mb(self) -> float:
         """Resident memory of the worker (its process and any pool children)."""
@@ -225,6 +330,13 @@ class Herald:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)
+        self.procs.clear()
+        self.redis.__exit__()
+        if self._db_created:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            self._db_created = False
 
 
 async def receiver_stats(session: aiohttp.ClientSession, receiver_url: str) -> dict[str, Any]:
@@ -297,9 +409,10 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
 
         cpu_before = herald.cpu_s()
         started = time.time()
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
-        accept_done = time.time()
-        done = await wait_received(session, receiver_url, events, timeout_s=300)
+        with herald.profiled("load"):
+            await asyncio.gather(*(sender() for _ in range(concurrency)))
+            accept_done = time.time()
+            done = await wait_received(session, receiver_url, events, timeout_s=300)
         cpu_after = herald.cpu_s()
         stats = await receiver_stats(session, receiver_url)
     latencies = [t - accepted_at[eid] for eid, t in stats["arrivals"] if eid in accepted_at]
@@ -315,7 +428,16 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
         # by about 2000 / (sum of these) events/s.
         **{
             f"cpu_ms_per_event_{role}": (cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0)) * 1000 / events
-            for role in ("api", "worker", "postgres", "redis", "beat", "receiver", "bench_client")
+            for role in (
+                "api",
+                "worker",
+                "postgres",
+                "postgres_shared",
+                "redis",
+                "beat",
+                "receiver",
+                "bench_client",
+            )
         },
     }
 
@@ -416,12 +538,18 @@ async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> 
 
 
 def run_herald(
-    delay_ms: float, events: int, concurrency: int, fanout: int, idle: int, api_concurrency: int = 8
+    delay_ms: float,
+    events: int,
+    concurrency: int,
+    fanout: int,
+    idle: int,
+    api_concurrency: int = 8,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
         receiver_process(delay_ms) as receiver_url,
-        Herald(Path(tmp)) as herald,
+        Herald(Path(tmp), extra_env) as herald,
     ):
         figures = asyncio.run(api_phase(herald, events, api_concurrency))
         figures |= asyncio.run(load_phase(herald, receiver_url, events, concurrency))
@@ -433,8 +561,12 @@ def run_herald(
 
 
 def run_bare_baseline(delay_ms: float, messages: int) -> dict[str, Any]:
-    with receiver_process(delay_ms) as receiver_url:
-        return run_baseline(receiver_url, messages, concurrency=50)
+    with (
+        tempfile.TemporaryDirectory(prefix="herald-bench-baseline-") as tmp,
+        receiver_process(delay_ms) as receiver_url,
+        PrivateRedis(Path(tmp)) as broker,
+    ):
+        return run_baseline(receiver_url, messages, concurrency=50, broker_url=broker.url())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -450,7 +582,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=int, default=20, help="events posted one at a time for idle latency")
     parser.add_argument("--delays-ms", default="0,50")
     parser.add_argument("--baseline-messages", type=int, default=2000)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="HERALD_X=VALUE",
+        help="a setting for Herald's processes in this run (repeatable), e.g. to compare a setting's cost",
+    )
     args = parser.parse_args(argv)
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
 
     rows = []
     for delay_ms in (float(d) for d in args.delays_ms.split(",")):
@@ -462,6 +602,7 @@ def main(argv: list[str] | None = None) -> None:
             args.fanout if delay_ms else 0,
             args.idle,
             args.api_concurrency,
+            extra_env,
         )
         print(
             f"--- receiver delay {delay_ms:g} ms: bare Celery baseline ({args.baseline_messages} msgs) ...",
