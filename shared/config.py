@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
     bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)
+    # Deliveries over the bulkhead held unclaimed in the process for a freed place, per destination (0: none,
+    # every one over the cap waits `bulkhead_wait_s` in `waiting`).
+    bulkhead_parked_per_destination: int = Field(64, ge=0)
 
     # Webhook payload templates (providers/render/sandbox.py): one render stops past this output or this work.
     template_max_output_bytes: int = Field(256 * 1024, ge=1024)

@@ -45,10 +45,16 @@ def _lock_id(group: Group) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# One round trip for any number of groups: a function scan yields the (sorted) array in order, so the locks are
+# taken in that order, as one lock per statement would.
+LOCK_SQL = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
+
+
 def lock_groups(session: Session, groups: Iterable[Group]) -> None:
     """Serialise decisions and outcomes of these groups until the caller's transaction ends."""
-    for lock_id in sorted({_lock_id(g) for g in groups}):
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+    lock_ids = sorted({_lock_id(g) for g in groups})
+    if lock_ids:
+        session.execute(LOCK_SQL, {"ids": lock_ids})
 
 
 GROUP_OF_SQL = text(

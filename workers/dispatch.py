@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery.signals import worker_shutting_down
@@ -185,23 +186,36 @@ def _jobs(
     return jobs
 
 
+@dataclass
+class Claim:
+    """What a claim made of its candidates (within the caller's transaction)."""
+
+    #: claimed, ready to hand off once the caller has committed
+    jobs: list[Job] = field(default_factory=list)
+    #: the provider of each row skipped because its integration is disabled (counted after the commit)
+    skipped_providers: list[str] = field(default_factory=list)
+    #: over their destination's bulkhead, left pending and unclaimed: `park` them after the commit
+    parked: list[Ask] = field(default_factory=list)
+
+
 def claim_jobs(
     session: Session,
     runtime: ProcessRuntime,
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
     events: dict[uuid.UUID, Event],
     integrations: dict[uuid.UUID, Integration],
-) -> tuple[list[Job], list[str]]:
+) -> Claim:
     """Claim (delivery id, integration id) candidates within the caller's transaction.
 
-    Returns the jobs, and the provider of each row skipped because its integration is disabled (for the
-    caller to count once it has committed). The caller commits, then hands the jobs off."""
+    The caller commits, then hands the jobs off, parks the parked ones and counts the skipped ones. Each
+    candidate ends claimed, parked, or settled in PostgreSQL (skipped, waiting, superseded, an update waiting
+    for its root), unless someone else holds it."""
     if not candidates:
-        return [], []
+        return Claim()
     candidates = _ordered_in_lifecycles(session, candidates)
     configs = _configs(runtime, integrations.values())
     leases = _leases(runtime, candidates, configs)
-    places = _admit(session, runtime, leases, integrations, configs, dict(candidates))
+    places, parked = _admit(session, runtime, leases, integrations, configs, dict(candidates))
     try:
         claimed, skipped = deliveries.claim(session, leases)
     except BaseException:
@@ -213,7 +227,7 @@ def claim_jobs(
     for job in jobs:
         job.destination = places.pop(job.id, None)
     get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
-    return jobs, skipped_providers
+    return Claim(jobs, skipped_providers, parked)
 
 
 def integration_rate(integration: Integration) -> Rate | None:
@@ -233,9 +247,10 @@ def _admit(
     integrations: dict[uuid.UUID, Integration],
     configs: dict[uuid.UUID, BaseModel | str],
     integration_of: dict[uuid.UUID, uuid.UUID],
-) -> dict[uuid.UUID, str]:
-    """Hold back (`waiting`, no attempt used) what its destination has no room for; return the bulkhead place
-    (delivery id -> destination) of each delivery left in `leases` to claim.
+) -> tuple[dict[uuid.UUID, str], list[Ask]]:
+    """Hold back what its destination has no room for: parked (unclaimed, in this process) or `waiting` (no
+    attempt used); return the bulkhead place (delivery id -> destination) of each delivery left in `leases` to
+    claim, and the ones to park.
 
     Bulkhead first (local, free), then the shared limiter for those that fit. A row of a disabled integration
     or with an unusable config is left to the claim, which skips or dead-letters it."""
@@ -255,6 +270,9 @@ def _admit(
             )
         )
     entered, over = pacer.enter(asks)
+    parked, over = pacer.parkable(over)
+    for a in parked:
+        leases.pop(a.delivery_id, None)
     waits = {a.delivery_id: (runtime.settings.bulkhead_wait_s, "bulkhead") for a in over}
     paced = pacer.waits(entered)
     pacer.leave(a.destination for a in entered if a.delivery_id in paced)
@@ -266,7 +284,7 @@ def _admit(
             leases.pop(delivery_id, None)
             if delivery_id in held:
                 metrics.PACED_WAITS.labels(provider_of[delivery_id], reason).inc()
-    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}
+    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}, parked
 
 
 def _ordered_in_lifecycles(
@@ -287,7 +305,12 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
     """The `deliver` task: load, claim and hand off a batch of deliveries; return how many were claimed."""
     inflight, _ = _process_state(runtime)
     inflight.acquire(len(delivery_ids), block=True)
-    jobs: list[Job] = []
+    return _claim_and_start(runtime, inflight, delivery_ids)
+
+
+def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: list[uuid.UUID]) -> int:
+    """Load, claim and hand off deliveries whose room in `inflight` is held; return how many were claimed."""
+    done = Claim()
     try:
         with runtime.sessions() as session:
             rows = session.execute(
@@ -310,16 +333,17 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
                     select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
                 )
             }
-            claimed, skipped = claim_jobs(
+            claim = claim_jobs(
                 session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
             )
             session.commit()
-            jobs = claimed
+            done = claim
     finally:
-        inflight.release(len(delivery_ids) - len(jobs))
-    count_skipped(skipped)
-    _start(runtime, inflight, jobs)
-    return len(jobs)
+        inflight.release(len(delivery_ids) - len(done.jobs) - len(done.parked))
+    count_skipped(done.skipped_providers)
+    park(runtime, done.parked)
+    _start(runtime, inflight, done.jobs)
+    return len(done.jobs)
 
 
 def try_reserve(runtime: ProcessRuntime, n: int) -> bool:
@@ -336,6 +360,61 @@ def release_reserved(runtime: ProcessRuntime, n: int) -> None:
 def hand_off(runtime: ProcessRuntime, jobs: list[Job]) -> None:
     """Send jobs whose room was reserved (try_reserve) on the loop."""
     _start(runtime, _process_state(runtime)[0], jobs)
+
+
+# --- parked: over the bulkhead, unclaimed, each holding its room in `Inflight` until a place frees -------------
+
+
+def park(runtime: ProcessRuntime, parked: list[Ask]) -> None:
+    """Hold deliveries over their destination's bulkhead (their room is held) after the claim's commit: each
+    place that frees goes to one of them; those still parked after `bulkhead_wait_s` go to `waiting`."""
+    if not parked:
+        return
+    inflight, _ = _process_state(runtime)
+    wait_s = runtime.settings.bulkhead_wait_s
+    inflight.extend(time.monotonic() + wait_s + SEND_GUARD_S)
+    get_pacer(runtime.settings).park(parked)
+    runtime.loop.call_soon_threadsafe(runtime.loop.call_later, wait_s, _expire_parked, runtime)
+    unpark(runtime, {a.destination for a in parked})  # a place may have freed since the claim
+
+
+def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
+    """Claim and send parked deliveries for the free places of these destinations (in a writer thread)."""
+    ids = get_pacer(runtime.settings).unpark(destinations)
+    if ids:
+        inflight, writer = _process_state(runtime)
+        writer.submit(_claim_and_start, runtime, inflight, ids).add_done_callback(_log_unpark_failure)
+
+
+def _log_unpark_failure(future: Any) -> None:
+    # Their rows stay pending (marked as published): the sweeper republishes them after requeue_after_s.
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not claim parked deliveries", exc_info=future.exception())
+
+
+def _expire_parked(runtime: ProcessRuntime) -> None:
+    """On the loop: deliveries parked too long (their destination frees no place) go to `waiting`."""
+    expired = get_pacer(runtime.settings).expire(runtime.settings.bulkhead_wait_s)
+    if expired:
+        _process_state(runtime)[1].submit(_hold_parked, runtime, expired)
+
+
+def _hold_parked(runtime: ProcessRuntime, expired: list[Ask]) -> None:
+    inflight, _ = _process_state(runtime)
+    try:
+        with runtime.sessions() as session:
+            held = deliveries.wait(
+                session, {a.delivery_id: runtime.settings.bulkhead_wait_s for a in expired}
+            )
+            session.commit()
+        held_ids = set(held)
+        for a in expired:
+            if a.delivery_id in held_ids:
+                metrics.PACED_WAITS.labels(a.provider, "bulkhead").inc()
+    except Exception:
+        log.exception("could not hold %d parked deliveries; the sweeper will republish them", len(expired))
+    finally:
+        inflight.release(len(expired))
 
 
 # --- on the loop: send, then record each result as soon as it is in -------------------------------------------
@@ -364,7 +443,9 @@ async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: li
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             results = [t.result() for t in done]
-            get_pacer(runtime.settings).leave(r.job.destination for r in results if r.job.destination)
+            freed = [d for r in results if (d := r.job.destination) is not None]
+            get_pacer(runtime.settings).leave(freed)
+            unpark(runtime, freed)
             try:
                 await loop.run_in_executor(writer, _pause_and_record, runtime, results)
             except Exception:

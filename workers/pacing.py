@@ -13,8 +13,13 @@ destination's rate (a few processes together stay near the vendor's limit); noth
 waiting delivery is a row in PostgreSQL.
 
 Bulkhead: at most `bulkhead_sends_per_destination` sends in flight per destination in one process, so a
-hanging destination holds at most that many of the process's sends; the rest of its deliveries wait
-`bulkhead_wait_s` (rescheduled, no thread held, no attempt used).
+hanging destination holds at most that many of the process's sends. Up to `bulkhead_parked_per_destination`
+more of its deliveries are *parked* in the process, unclaimed (still `pending` in PostgreSQL, nothing written):
+each place that frees goes to a parked one at once, so a burst to one healthy destination drains at its own
+speed instead of a round trip through `waiting` and the sweeper per delivery. A delivery parked longer than
+`bulkhead_wait_s` (a destination that hangs), and any beyond the parking places, waits `bulkhead_wait_s` in
+`waiting` (rescheduled, no thread held, no attempt used). A parked delivery lost with its process is a pending
+row marked as published: the sweeper republishes it after `requeue_after_s`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # Within this much of its slot a delivery is sent rather than rescheduled (the sweeper's own granularity).
 SLOT_SLACK_MS = 50
+
+# A parked delivery this close to its `bulkhead_wait_s` is taken by the expiry look that fires now.
+PARK_EXPIRY_SLACK_S = 0.02
 
 # KEYS: [1] the destination's theoretical arrival time (ms), [2] its pause, [3] this delivery's ticket, [4] the
 # times of its last `burst` sends. ARGV: [1] "take" | "pause", [2] interval ms (1000 / rate), [3] burst,
@@ -151,6 +159,8 @@ class Pacer:
         self._script = self._redis.register_script(LIMITER_LUA)
         self._local = _LocalGcra()
         self._inflight: Counter[str] = Counter()
+        #: destination -> {delivery id: (monotonic time parked, its ask)}, oldest first
+        self._parked: dict[str, OrderedDict[uuid.UUID, tuple[float, Ask]]] = {}
         self._lock = threading.Lock()
 
     # --- pacing ------------------------------------------------------------------------------------------------
@@ -217,6 +227,65 @@ class Pacer:
                 self._inflight[d] -= 1
                 if self._inflight[d] <= 0:
                     del self._inflight[d]
+
+    # --- parking: over the bulkhead, held unclaimed in this process until a place frees ------------------------
+
+    def parkable(self, over: Iterable[Ask]) -> tuple[list[Ask], list[Ask]]:
+        """Split asks over the bulkhead into (may be parked, must wait in PostgreSQL) by the free parking places."""
+        room = self.settings.bulkhead_parked_per_destination
+        taken: Counter[str] = Counter()
+        park: list[Ask] = []
+        rest: list[Ask] = []
+        with self._lock:
+            for a in over:
+                if len(self._parked.get(a.destination, ())) + taken[a.destination] < room:
+                    taken[a.destination] += 1
+                    park.append(a)
+                else:
+                    rest.append(a)
+        return park, rest
+
+    def park(self, parked: Iterable[Ask]) -> None:
+        """Hold these deliveries until a place of their destination frees (see `unpark`)."""
+        now = time.monotonic()
+        with self._lock:
+            for a in parked:
+                self._parked.setdefault(a.destination, OrderedDict())[a.delivery_id] = (now, a)
+
+    def unpark(self, destinations: Iterable[str]) -> list[uuid.UUID]:
+        """Take, oldest first, as many parked deliveries of these destinations as they have free places."""
+        cap = self.settings.bulkhead_sends_per_destination
+        out: list[uuid.UUID] = []
+        with self._lock:
+            for d in set(destinations):
+                lot = self._parked.get(d)
+                free = cap - self._inflight[d]
+                while lot and free > 0:
+                    out.append(lot.popitem(last=False)[0])
+                    free -= 1
+                if lot is not None and not lot:
+                    del self._parked[d]
+        return out
+
+    def expire(self, max_age_s: float) -> list[Ask]:
+        """Take the deliveries parked longer than `max_age_s` (their destination is not freeing places).
+
+        A little early rather than late: each park's timer is its one look (a loop timer may fire early)."""
+        cutoff = time.monotonic() - max_age_s + PARK_EXPIRY_SLACK_S
+        out: list[Ask] = []
+        with self._lock:
+            for d in list(self._parked):
+                lot = self._parked[d]
+                while lot and next(iter(lot.values()))[0] <= cutoff:
+                    out.append(lot.popitem(last=False)[1][1])
+                if not lot:
+                    del self._parked[d]
+        return out
+
+    @property
+    def parked_count(self) -> int:
+        with self._lock:
+            return sum(len(lot) for lot in self._parked.values())
 
 
 _pacer_lock = threading.Lock()

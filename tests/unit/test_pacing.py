@@ -99,6 +99,26 @@ def test_the_bulkhead_caps_places_per_destination_and_gives_them_back(pacer: Pac
     assert len(pacer.enter(asks(2))[0]) == 1
 
 
+def test_deliveries_over_the_bulkhead_are_parked_and_get_freed_places_oldest_first(pacer: Pacer):
+    """Over the cap, up to `bulkhead_parked_per_destination` wait in the process (no row written) and take
+    each freed place in order; the rest, and those parked too long, are for `waiting`."""
+    settings = pacer.settings.model_copy(
+        update={"bulkhead_sends_per_destination": 2, "bulkhead_parked_per_destination": 3}
+    )
+    pacer = Pacer(settings)
+    entered, over = pacer.enter(asks(7, rate=None))
+    park, rest = pacer.parkable(over)
+    assert (len(entered), len(park), len(rest)) == (2, 3, 2)
+    pacer.park(park)
+    assert pacer.unpark([park[0].destination]) == []  # no free place yet
+    pacer.leave([entered[0].destination])
+    assert pacer.unpark([park[0].destination]) == [park[0].delivery_id]
+    assert pacer.parkable(asks(2, rate=None))[0] != []  # a parking place is free again
+    assert pacer.expire(max_age_s=60) == []
+    assert [a.delivery_id for a in pacer.expire(max_age_s=0)] == [a.delivery_id for a in park[1:]]
+    assert pacer.parked_count == 0
+
+
 def test_destination_keys_name_the_vendor_limit_and_hold_no_secret():
     token = "tok3n-s3cr3t-value"
     hook = DiscordConfig(

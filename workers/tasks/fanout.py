@@ -30,6 +30,7 @@ from shared.deliveries import DeliveryState
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
 from workers import dispatch
+from workers.pacing import Ask
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime, get_runtime
 from workers.sending import Job
@@ -62,6 +63,8 @@ class FanoutResult:
     inline: list[Job] = field(default_factory=list)
     #: pending, published as `deliver` batches
     to_publish: list[uuid.UUID] = field(default_factory=list)
+    #: over their destination's bulkhead: parked in this process (workers/pacing.py), holding their room
+    parked: list[Ask] = field(default_factory=list)
 
 
 def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
@@ -117,15 +120,17 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
-        inline, skipped_at_claim = dispatch.claim_jobs(
+        claim = dispatch.claim_jobs(
             session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
         )
         session.commit()
     for state in fanned:
         metrics.FANOUT_DELIVERIES.labels(state).inc()
-    dispatch.count_skipped(skipped + skipped_at_claim)
-    claimed_ids = {j.id for j in inline}
-    return FanoutResult(inline=inline, to_publish=[d for d, _ in new_pending if d not in claimed_ids])
+    dispatch.count_skipped(skipped + claim.skipped_providers)
+    # Every row offered to the claim is settled by it: claimed, or held back in PostgreSQL (waiting, an update
+    # waiting for its root, superseded, skipped) where the sweeper picks it up when due. Publishing one of those
+    # would be a `deliver` task that finds nothing to claim.
+    return FanoutResult(claim.jobs, [d for d, _ in new_pending[inline_limit:]], claim.parked)
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
@@ -157,12 +162,13 @@ def fanout(event_ids: list[str] | str) -> int:
     room = runtime.settings.deliver_batch_size
     if not dispatch.try_reserve(runtime, room):
         room = 0  # the process is full: every new delivery goes to Redis for whichever worker has room
-    sending = 0
+    held = 0
     try:
         result = fan_out_events(runtime, parsed, inline_limit=room)
-        sending = len(result.inline)
+        held = len(result.inline) + len(result.parked)
     finally:
-        dispatch.release_reserved(runtime, room - sending)
+        dispatch.release_reserved(runtime, room - held)
     publish_deliver_batches(result.to_publish)
     dispatch.hand_off(runtime, result.inline)
+    dispatch.park(runtime, result.parked)
     return len(result.inline) + len(result.to_publish)
