@@ -3,7 +3,8 @@
 Why hand off: a Celery thread that waited for its batch sat in a hanging destination's timeout, and with every
 thread doing that, fan-out stopped for everyone. Here a task loads and claims its rows, hands the claimed sends
 to the loop and returns at once. On the loop each send is recorded as soon as it ends, together with the others
-that ended at the same moment (one batched write, in a thread, never on the loop), so a fast destination is
+that ended at the same moment or while the previous write was under way, in this batch or any other (group
+commit, workers/recording.py: one batched write, in a thread, never on the loop), so a fast destination is
 never held back by a slow one in the same batch. PostgreSQL's lease (from the longest allowed attempt) covers
 a crash: the sweeper moves a send whose worker vanished on.
 
@@ -18,12 +19,13 @@ tears the runtime down (`worker_shutting_down` is the first signal Celery sends,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,7 @@ from shared.rendering import RenderedMessage, render
 from workers.configs import load_config
 from workers.outcomes import record
 from workers.pacing import Ask, get_pacer
+from workers.recording import Recorder
 from workers.retry import RetryPolicy
 from workers.runtime import ProcessRuntime
 from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, lease_s, send_one
@@ -92,20 +95,27 @@ class Inflight:
 
 
 _state_lock = threading.Lock()
-_state: tuple[int, Inflight, ThreadPoolExecutor] | None = None
+_state: tuple[int, Inflight, ThreadPoolExecutor, Recorder] | None = None
 
 
 def _process_state(runtime: ProcessRuntime) -> tuple[Inflight, ThreadPoolExecutor]:
     """This process's gate and writer threads (never inherited across fork)."""
+    state = _full_state(runtime)
+    return state[1], state[2]
+
+
+def _full_state(runtime: ProcessRuntime) -> tuple[int, Inflight, ThreadPoolExecutor, Recorder]:
     global _state
     with _state_lock:
         if _state is None or _state[0] != os.getpid():
+            writer = ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record")
             _state = (
                 os.getpid(),
                 Inflight(runtime.settings.inflight_sends_per_process),
-                ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record"),
+                writer,
+                Recorder(writer, functools.partial(_pause_and_record, runtime)),
             )
-        return _state[1], _state[2]
+        return _state
 
 
 # --- preparing: configs, leases, jobs ---------------------------------------------------------------------------
@@ -204,15 +214,19 @@ def claim_jobs(
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
     events: dict[uuid.UUID, Event],
     integrations: dict[uuid.UUID, Integration],
+    lifecycle_keys: Mapping[uuid.UUID, str | None] | None = None,
 ) -> Claim:
     """Claim (delivery id, integration id) candidates within the caller's transaction.
+
+    `lifecycle_keys` (delivery id -> its lifecycle key), when the caller has read the candidates as due and
+    claimable in this transaction (or just inserted them), spares the lifecycle gate a read.
 
     The caller commits, then hands the jobs off, parks the parked ones and counts the skipped ones. Each
     candidate ends claimed, parked, or settled in PostgreSQL (skipped, waiting, superseded, an update waiting
     for its root), unless someone else holds it."""
     if not candidates:
         return Claim()
-    candidates = _ordered_in_lifecycles(session, candidates)
+    candidates = _ordered_in_lifecycles(session, candidates, lifecycle_keys)
     configs = _configs(runtime, integrations.values())
     leases = _leases(runtime, candidates, configs)
     places, parked = _admit(session, runtime, leases, integrations, configs, dict(candidates))
@@ -288,10 +302,15 @@ def _admit(
 
 
 def _ordered_in_lifecycles(
-    session: Session, candidates: list[tuple[uuid.UUID, uuid.UUID]]
+    session: Session,
+    candidates: list[tuple[uuid.UUID, uuid.UUID]],
+    lifecycle_keys: Mapping[uuid.UUID, str | None] | None,
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """The candidates a lifecycle lets go now: an update waits for its root, older states are superseded."""
-    gated = delivery_lifecycles.gate(session, [d for d, _ in candidates])
+    known = None
+    if lifecycle_keys is not None:
+        known = {d: (key, i) if (key := lifecycle_keys.get(d)) else None for d, i in candidates}
+    gated = delivery_lifecycles.gate(session, [d for d, _ in candidates], known)
     return [(d, i) for d, i in candidates if d in gated.allowed]
 
 
@@ -314,7 +333,7 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
     try:
         with runtime.sessions() as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.event_id, Delivery.integration_id).where(
+                select(Delivery.id, Delivery.event_id, Delivery.integration_id, Delivery.lifecycle_key).where(
                     any_of(Delivery.id, delivery_ids),
                     Delivery.state.in_(CLAIMABLE),
                     # not due (a duplicate message): asking the limiter would take a slot for nothing
@@ -334,7 +353,12 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
                 )
             }
             claim = claim_jobs(
-                session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
+                session,
+                runtime,
+                [(r.id, r.integration_id) for r in rows],
+                events,
+                integrations,
+                {r.id: r.lifecycle_key for r in rows},
             )
             session.commit()
             done = claim
@@ -383,13 +407,17 @@ def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
     ids = get_pacer(runtime.settings).unpark(destinations)
     if ids:
         inflight, writer = _process_state(runtime)
-        writer.submit(_claim_and_start, runtime, inflight, ids).add_done_callback(_log_unpark_failure)
+        writer.submit(_claim_unparked, runtime, inflight, ids)
 
 
-def _log_unpark_failure(future: Any) -> None:
-    # Their rows stay pending (marked as published): the sweeper republishes them after requeue_after_s.
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not claim parked deliveries", exc_info=future.exception())
+def _claim_unparked(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID]) -> None:
+    try:
+        _claim_and_start(runtime, inflight, ids)
+    except Exception:
+        # Their rows stay pending (marked as published): the sweeper republishes them after requeue_after_s.
+        log.exception("could not claim %d parked deliveries", len(ids))
+    finally:
+        get_pacer(runtime.settings).unreserve(ids)  # the places kept for those that did not enter
 
 
 def _expire_parked(runtime: ProcessRuntime) -> None:
@@ -435,8 +463,7 @@ def _log_failure(future: Any) -> None:
 
 
 async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
-    loop = asyncio.get_running_loop()
-    _, writer = _process_state(runtime)
+    recorder = _full_state(runtime)[3]
     job_of: dict[asyncio.Future[SendResult], Job] = {asyncio.ensure_future(send_one(j)): j for j in jobs}
     pending: set[asyncio.Future[SendResult]] = set(job_of)
     try:
@@ -447,7 +474,8 @@ async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: li
             get_pacer(runtime.settings).leave(freed)
             unpark(runtime, freed)
             try:
-                await loop.run_in_executor(writer, _pause_and_record, runtime, results)
+                # With the waves of every other batch that ended meanwhile (workers/recording.py).
+                await asyncio.wrap_future(recorder.record(results))
             except Exception:
                 # The rows stay `sending`; their lease runs out and the sweeper moves them on.
                 log.exception("could not record %d outcome(s); the sweeper will recover them", len(results))

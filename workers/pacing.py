@@ -161,6 +161,8 @@ class Pacer:
         self._inflight: Counter[str] = Counter()
         #: destination -> {delivery id: (monotonic time parked, its ask)}, oldest first
         self._parked: dict[str, OrderedDict[uuid.UUID, tuple[float, Ask]]] = {}
+        #: unparked delivery id -> the place kept for it (counted in `_inflight`) until its claim enters
+        self._reserved: dict[uuid.UUID, str] = {}
         self._lock = threading.Lock()
 
     # --- pacing ------------------------------------------------------------------------------------------------
@@ -214,7 +216,9 @@ class Pacer:
         over: list[Ask] = []
         with self._lock:
             for a in asks:
-                if self._inflight[a.destination] >= cap:
+                if self._reserved.pop(a.delivery_id, None) == a.destination:
+                    entered.append(a)  # the place kept for it when it was unparked
+                elif self._inflight[a.destination] >= cap:
                     over.append(a)
                 else:
                     self._inflight[a.destination] += 1
@@ -253,19 +257,30 @@ class Pacer:
                 self._parked.setdefault(a.destination, OrderedDict())[a.delivery_id] = (now, a)
 
     def unpark(self, destinations: Iterable[str]) -> list[uuid.UUID]:
-        """Take, oldest first, as many parked deliveries of these destinations as they have free places."""
+        """Take, oldest first, as many parked deliveries of these destinations as they have free places, and keep
+        each its place (so a newer arrival does not take it first): `enter` gives it to that delivery, and the
+        caller gives back with `unreserve` what its claim did not use."""
         cap = self.settings.bulkhead_sends_per_destination
         out: list[uuid.UUID] = []
         with self._lock:
             for d in set(destinations):
                 lot = self._parked.get(d)
-                free = cap - self._inflight[d]
-                while lot and free > 0:
-                    out.append(lot.popitem(last=False)[0])
-                    free -= 1
+                while lot and self._inflight[d] < cap:
+                    delivery_id = lot.popitem(last=False)[0]
+                    self._inflight[d] += 1
+                    self._reserved[delivery_id] = d
+                    out.append(delivery_id)
                 if lot is not None and not lot:
                     del self._parked[d]
+                if self._inflight[d] <= 0:
+                    del self._inflight[d]
         return out
+
+    def unreserve(self, delivery_ids: Iterable[uuid.UUID]) -> None:
+        """Give back the places kept for unparked deliveries that did not enter (claimed elsewhere, gone)."""
+        with self._lock:
+            left = [d for i in delivery_ids if (d := self._reserved.pop(i, None)) is not None]
+        self.leave(left)
 
     def expire(self, max_age_s: float) -> list[Ask]:
         """Take the deliveries parked longer than `max_age_s` (their destination is not freeing places).

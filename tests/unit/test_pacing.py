@@ -113,6 +113,12 @@ def test_deliveries_over_the_bulkhead_are_parked_and_get_freed_places_oldest_fir
     assert pacer.unpark([park[0].destination]) == []  # no free place yet
     pacer.leave([entered[0].destination])
     assert pacer.unpark([park[0].destination]) == [park[0].delivery_id]
+    # The freed place is kept for the unparked delivery: a newer arrival does not take it first.
+    newcomer = asks(1, rate=None)
+    assert pacer.enter(newcomer) == ([], newcomer)
+    assert pacer.enter([park[0]]) == ([park[0]], [])
+    pacer.unreserve([park[0].delivery_id])  # entered: nothing left to give back
+    assert pacer.enter(newcomer) == ([], newcomer)
     assert pacer.parkable(asks(2, rate=None))[0] != []  # a parking place is free again
     assert pacer.expire(max_age_s=60) == []
     assert [a.delivery_id for a in pacer.expire(max_age_s=0)] == [a.delivery_id for a in park[1:]]

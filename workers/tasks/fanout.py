@@ -97,31 +97,40 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     (fact.id, p.integration_id, p.state, fact.lifecycle_key if p.edit_in_place else None)
                 )
         new_pending: list[tuple[uuid.UUID, uuid.UUID]] = []
+        lifecycle_keys: dict[uuid.UUID, str | None] = {}
         fanned: list[str] = []  # counted once committed
         skipped: list[str] = []
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             chunk = rows[start : start + INSERT_CHUNK_ROWS]
+            ids = [uuid.uuid4() for _ in chunk]
             inserted = session.execute(
                 INSERT_DELIVERIES_SQL,
                 {
-                    "ids": [uuid.uuid4() for _ in chunk],
+                    "ids": ids,
                     "event_ids": [r[0] for r in chunk],
                     "integration_ids": [r[1] for r in chunk],
                     "states": [r[2] for r in chunk],
                     "lifecycle_keys": [r[3] for r in chunk],
                 },
             )
+            lifecycle_of = dict(zip(ids, (r[3] for r in chunk), strict=True))
             for delivery_id, state, integration_id in inserted:
                 fanned.append(state)
                 if state == DeliveryState.PENDING:
                     new_pending.append((delivery_id, integration_id))
+                    lifecycle_keys[delivery_id] = lifecycle_of[delivery_id]
                 else:
                     skipped.append(targets[integration_id].provider)
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
         claim = dispatch.claim_jobs(
-            session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
+            session,
+            runtime,
+            new_pending[:inline_limit],
+            {e.id: e for e in events},
+            integrations,
+            lifecycle_keys,
         )
         session.commit()
     for state in fanned:
