@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
     bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)
+    # A destination answering within bulkhead_fast_s earns one more place per answer, up to this cap; a slower
+    # answer halves what it earned (a hanging destination keeps the base cap above).
+    bulkhead_max_sends_per_destination: int = Field(256, ge=1)
+    bulkhead_fast_s: float = Field(1.0, gt=0)
     # Deliveries over the bulkhead held unclaimed in the process for a freed place, per destination (0: none,
     # every one over the cap waits `bulkhead_wait_s` in `waiting`).
     bulkhead_parked_per_destination: int = Field(64, ge=0)

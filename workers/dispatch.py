@@ -52,8 +52,10 @@ from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, leas
 
 log = logging.getLogger(__name__)
 
-# Threads that write outcomes (each holds one database connection while it writes).
+# Threads that write outcomes, and that claim unparked deliveries (each holds one database connection while
+# it works; workers/runtime.py THREADS_BESIDE_POOL counts them).
 RECORD_THREADS = 4
+CLAIM_THREADS = 2
 
 
 class Inflight:
@@ -94,25 +96,39 @@ class Inflight:
             return self._cond.wait_for(lambda: self._n == 0, max(self._ends_by - time.monotonic(), 0.0))
 
 
+@dataclass
+class _Process:
+    """This process's gate, writer threads, claimer threads and outcome recorder (never inherited across fork)."""
+
+    pid: int
+    inflight: Inflight
+    #: outcome writes (workers/recording.py) and holding parked deliveries back
+    writer: ThreadPoolExecutor
+    #: claims of unparked deliveries: a freed place is refilled without queueing behind outcome writes
+    claimer: ThreadPoolExecutor
+    recorder: Recorder
+
+
 _state_lock = threading.Lock()
-_state: tuple[int, Inflight, ThreadPoolExecutor, Recorder] | None = None
+_state: _Process | None = None
 
 
 def _process_state(runtime: ProcessRuntime) -> tuple[Inflight, ThreadPoolExecutor]:
     """This process's gate and writer threads (never inherited across fork)."""
     state = _full_state(runtime)
-    return state[1], state[2]
+    return state.inflight, state.writer
 
 
-def _full_state(runtime: ProcessRuntime) -> tuple[int, Inflight, ThreadPoolExecutor, Recorder]:
+def _full_state(runtime: ProcessRuntime) -> _Process:
     global _state
     with _state_lock:
-        if _state is None or _state[0] != os.getpid():
+        if _state is None or _state.pid != os.getpid():
             writer = ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record")
-            _state = (
+            _state = _Process(
                 os.getpid(),
                 Inflight(runtime.settings.inflight_sends_per_process),
                 writer,
+                ThreadPoolExecutor(CLAIM_THREADS, thread_name_prefix="herald-unpark"),
                 Recorder(writer, functools.partial(_pause_and_record, runtime)),
             )
         return _state
@@ -406,8 +422,8 @@ def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
     """Claim and send parked deliveries for the free places of these destinations (in a writer thread)."""
     ids = get_pacer(runtime.settings).unpark(destinations)
     if ids:
-        inflight, writer = _process_state(runtime)
-        writer.submit(_claim_unparked, runtime, inflight, ids)
+        state = _full_state(runtime)
+        state.claimer.submit(_claim_unparked, runtime, state.inflight, ids)
 
 
 def _claim_unparked(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID]) -> None:
@@ -463,7 +479,7 @@ def _log_failure(future: Any) -> None:
 
 
 async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
-    recorder = _full_state(runtime)[3]
+    recorder = _full_state(runtime).recorder
     job_of: dict[asyncio.Future[SendResult], Job] = {asyncio.ensure_future(send_one(j)): j for j in jobs}
     pending: set[asyncio.Future[SendResult]] = set(job_of)
     try:
@@ -471,7 +487,9 @@ async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: li
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             results = [t.result() for t in done]
             freed = [d for r in results if (d := r.job.destination) is not None]
-            get_pacer(runtime.settings).leave(freed)
+            pacer = get_pacer(runtime.settings)
+            pacer.observe((d, r.duration_ms / 1000) for r in results if (d := r.job.destination) is not None)
+            pacer.leave(freed)
             unpark(runtime, freed)
             try:
                 # With the waves of every other batch that ended meanwhile (workers/recording.py).
@@ -507,6 +525,6 @@ def _finish_in_flight(how: str = "Warm", **_: Any) -> None:
     # A warm shutdown finishes what was claimed (bounded by the sends' own deadlines); a cold one does not.
     with _state_lock:
         state = _state
-    if how != "Warm" or state is None or state[0] != os.getpid():
+    if how != "Warm" or state is None or state.pid != os.getpid():
         return
-    state[1].wait_idle()
+    state.inflight.wait_idle()

@@ -13,7 +13,8 @@ destination's rate (a few processes together stay near the vendor's limit); noth
 waiting delivery is a row in PostgreSQL.
 
 Bulkhead: at most `bulkhead_sends_per_destination` sends in flight per destination in one process, so a
-hanging destination holds at most that many of the process's sends. Up to `bulkhead_parked_per_destination`
+hanging destination holds at most that many of the process's sends. A destination that answers fast earns more
+places, up to `bulkhead_max_sends_per_destination`, and loses them as its answers slow down (`Pacer.observe`). Up to `bulkhead_parked_per_destination`
 more of its deliveries are *parked* in the process, unclaimed (still `pending` in PostgreSQL, nothing written):
 each place that frees goes to a parked one at once, so a burst to one healthy destination drains at its own
 speed instead of a round trip through `waiting` and the sweeper per delivery. A delivery parked longer than
@@ -161,6 +162,8 @@ class Pacer:
         self._inflight: Counter[str] = Counter()
         #: destination -> {delivery id: (monotonic time parked, its ask)}, oldest first
         self._parked: dict[str, OrderedDict[uuid.UUID, tuple[float, Ask]]] = {}
+        #: destination -> its cap, where it earned more than the base (see `observe`)
+        self._caps: dict[str, float] = {}
         #: unparked delivery id -> the place kept for it (counted in `_inflight`) until its claim enters
         self._reserved: dict[uuid.UUID, str] = {}
         self._lock = threading.Lock()
@@ -211,14 +214,13 @@ class Pacer:
 
     def enter(self, asks: Iterable[Ask]) -> tuple[list[Ask], list[Ask]]:
         """Take a bulkhead place for each ask that fits; return (entered, over the cap)."""
-        cap = self.settings.bulkhead_sends_per_destination
         entered: list[Ask] = []
         over: list[Ask] = []
         with self._lock:
             for a in asks:
                 if self._reserved.pop(a.delivery_id, None) == a.destination:
                     entered.append(a)  # the place kept for it when it was unparked
-                elif self._inflight[a.destination] >= cap:
+                elif self._inflight[a.destination] >= self._cap(a.destination):
                     over.append(a)
                 else:
                     self._inflight[a.destination] += 1
@@ -231,6 +233,32 @@ class Pacer:
                 self._inflight[d] -= 1
                 if self._inflight[d] <= 0:
                     del self._inflight[d]
+
+    def _cap(self, destination: str) -> int:
+        # Under self._lock.
+        return int(self._caps.get(destination, self.settings.bulkhead_sends_per_destination))
+
+    def observe(self, answered: Iterable[tuple[str, float]]) -> None:
+        """Adapt each destination's cap to how it answers: (destination, seconds the send took) per ended send.
+
+        An answer within `bulkhead_fast_s` earns the destination one more place (up to
+        `bulkhead_max_sends_per_destination`), so a healthy destination's burst is not held to the base cap while
+        each freed place waits for a claim; a slower one (or a timeout) halves its cap back toward the base
+        `bulkhead_sends_per_destination`. A destination that hangs never earns a place, so it holds at most
+        the base, and one that starts hanging loses what it earned as its sends time out."""
+        s = self.settings
+        base, top = (
+            s.bulkhead_sends_per_destination,
+            max(s.bulkhead_max_sends_per_destination, s.bulkhead_sends_per_destination),
+        )
+        with self._lock:
+            for d, took_s in answered:
+                cap = self._caps.get(d, float(base))
+                cap = min(cap + 1, top) if took_s < s.bulkhead_fast_s else max(cap / 2, base)
+                if cap <= base:
+                    self._caps.pop(d, None)
+                else:
+                    self._caps[d] = cap
 
     # --- parking: over the bulkhead, held unclaimed in this process until a place frees ------------------------
 
@@ -260,12 +288,11 @@ class Pacer:
         """Take, oldest first, as many parked deliveries of these destinations as they have free places, and keep
         each its place (so a newer arrival does not take it first): `enter` gives it to that delivery, and the
         caller gives back with `unreserve` what its claim did not use."""
-        cap = self.settings.bulkhead_sends_per_destination
         out: list[uuid.UUID] = []
         with self._lock:
             for d in set(destinations):
                 lot = self._parked.get(d)
-                while lot and self._inflight[d] < cap:
+                while lot and self._inflight[d] < self._cap(d):
                     delivery_id = lot.popitem(last=False)[0]
                     self._inflight[d] += 1
                     self._reserved[delivery_id] = d

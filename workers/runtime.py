@@ -100,7 +100,8 @@ async def _close_all(providers: list[Provider[BaseModel]]) -> None:
 _runtime: ProcessRuntime | None = None
 _runtime_lock = threading.Lock()
 
-# Threads beside Celery's pool that hold a session: the send loop's writers (workers/dispatch.py RECORD_THREADS),
+# Threads beside Celery's pool that hold a session: the send loop's writers and claimers (workers/dispatch.py
+# RECORD_THREADS, CLAIM_THREADS),
 # and a margin for the sweeper's and the health checks'.
 THREADS_BESIDE_POOL = 8
 

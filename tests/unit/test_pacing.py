@@ -125,6 +125,21 @@ def test_deliveries_over_the_bulkhead_are_parked_and_get_freed_places_oldest_fir
     assert pacer.parked_count == 0
 
 
+def test_a_destination_that_answers_fast_earns_places_and_a_slow_one_loses_them(pacer: Pacer):
+    settings = pacer.settings.model_copy(
+        update={"bulkhead_sends_per_destination": 2, "bulkhead_max_sends_per_destination": 4}
+    )
+    pacer = Pacer(settings)
+    fast, hanging = "webhook:fast", "webhook:hanging"
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2
+    pacer.observe([(fast, 0.05)] * 5 + [(hanging, 9.0)] * 5)
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2  # 4 now, 2 of them taken
+    assert len(pacer.enter(asks(9, destination=hanging, rate=None))[0]) == 2  # never more than the base
+    pacer.observe([(fast, 12.0)])  # it slowed down: back to the base
+    pacer.leave([fast] * 4)
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2
+
+
 def test_destination_keys_name_the_vendor_limit_and_hold_no_secret():
     token = "tok3n-s3cr3t-value"
     hook = DiscordConfig(
