@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from api.errors import envelope
 
-_VALIDATION_CODES = {
+VALIDATION_CODES = {
     "extra_forbidden": "unknown_field",
     "missing": "missing_field",
     "json_invalid": "malformed_json",
@@ -75,7 +75,7 @@ def validation_response(request: Request, exc: RequestValidationError) -> JSONRe
         return JSONResponse(envelope(error=message, error_code="unsupported_media_type"), status_code=415)
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     where = ".".join(loc) or "body"
-    code = _VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
+    code = VALIDATION_CODES.get(str(first.get("type", "")), "invalid_field")
     message = f"{where}: {first.get('msg', 'invalid')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"

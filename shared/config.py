@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = None
 
     max_body_bytes: int = 64 * 1024
+    # POST /v1/events/batch: at most this many events, in a body of at most this size (the only larger body).
+    max_batch_events: int = Field(500, ge=1)
+    max_batch_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # apidata (issue 10): fan-out ids an API process holds for publishing while Redis is slow; beyond this the
     # ids are dropped (counted) and the sweeper fans those events out from PostgreSQL after fanout_grace_s.
     fanout_buffer_max_ids: int = Field(10_000, ge=1)
