@@ -476,6 +476,39 @@ async def api_phase(herald: Herald, events: int, concurrency: int) -> dict[str, 
     }
 
 
+async def batch_phase(herald: Herald, events: int, concurrency: int, batch_size: int) -> dict[str, float]:
+    """POST /v1/events/batch on the API-only terms of `api_phase` (a project without routes), `batch_size`
+    events per request: events/s accepted, to compare with single-event accepts."""
+    project = f"batch-{uuid.uuid4().hex[:6]}"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = list(range(0, events, batch_size))
+
+        async def sender() -> None:
+            while remaining:
+                start = remaining.pop()
+                body = {
+                    "events": [
+                        {
+                            "kind": "release",
+                            "type": "release.created",
+                            "project": project,
+                            "environment": "prod",
+                            "version": f"5.{i}",
+                        }
+                        for i in range(start, min(start + batch_size, events))
+                    ]
+                }
+                async with session.post(f"{herald.url}/v1/events/batch", headers=AUTH, json=body) as resp:
+                    data = await resp.json()
+                assert resp.status == 202 and data["data"]["refused"] == 0, data
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        elapsed_s = time.perf_counter() - started
+    return {"api_batch_accept_per_s": events / elapsed_s}
+
+
 async def idle_phase(herald: Herald, receiver_url: str, events: int) -> dict[str, float]:
     project = f"idle-{uuid.uuid4().hex[:6]}"
     async with aiohttp.ClientSession() as session:
@@ -545,6 +578,7 @@ def run_herald(
     idle: int,
     api_concurrency: int = 8,
     extra_env: dict[str, str] | None = None,
+    batch_size: int = 100,
 ) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
@@ -552,6 +586,8 @@ def run_herald(
         Herald(Path(tmp), extra_env) as herald,
     ):
         figures = asyncio.run(api_phase(herald, events, api_concurrency))
+        if batch_size:
+            figures |= asyncio.run(batch_phase(herald, events, min(api_concurrency, 4), batch_size))
         figures |= asyncio.run(load_phase(herald, receiver_url, events, concurrency))
         figures |= asyncio.run(idle_phase(herald, receiver_url, idle))
         if fanout:
@@ -583,6 +619,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delays-ms", default="0,50")
     parser.add_argument("--baseline-messages", type=int, default=2000)
     parser.add_argument(
+        "--batch-size", type=int, default=100, help="events per POST /v1/events/batch in its phase (0: skip)"
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -603,6 +642,7 @@ def main(argv: list[str] | None = None) -> None:
             args.idle,
             args.api_concurrency,
             extra_env,
+            args.batch_size,
         )
         print(
             f"--- receiver delay {delay_ms:g} ms: bare Celery baseline ({args.baseline_messages} msgs) ...",
@@ -639,6 +679,13 @@ def main(argv: list[str] | None = None) -> None:
             f"API alone ({delay_ms:g} ms run, {args.api_concurrency} clients): {ours['api_only_accept_per_s']:.0f}"
             f" events/s accepted, p50 {ours['api_only_p50_ms']:.1f} ms, p99 {ours['api_only_p99_ms']:.1f} ms"
         )
+    for delay_ms, ours, _ in rows:
+        if "api_batch_accept_per_s" in ours:
+            print(
+                f"API batch ({delay_ms:g} ms run, {args.batch_size} events per POST /v1/events/batch): "
+                f"{ours['api_batch_accept_per_s']:.0f} events/s accepted, "
+                f"{ours['api_batch_accept_per_s'] / ours['api_only_accept_per_s']:.1f}x single-event accepts"
+            )
     for delay_ms, ours, _ in rows:
         print(f"worker RSS ({delay_ms:g} ms run): {ours['worker_rss_mb']:.0f} MiB")
 
