@@ -152,13 +152,22 @@ class PrivateRedis:
 class Herald:
     """The real system: a database and a redis-server of its own, uvicorn API, worker, beat."""
 
-    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, extra_env: dict[str, str] | None = None, *, workers: int = 1, apis: int = 1
+    ) -> None:
         self.workdir = workdir
         self.extra_env = extra_env or {}  # HERALD_* overrides for a phase of its own (bench/pacing.py)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ports = [free_port() for _ in range(max(apis, 1))]
+        self.port = self.ports[0]
+        #: every API replica (bench/scaleout.py spreads its clients over them); `url` is the first
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.url = self.urls[0]
+        self.worker_count = max(workers, 1)
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None  # the first worker process
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.apis: list[subprocess.Popen[bytes]] = []
+        self.beat: subprocess.Popen[bytes] | None = None
         self.db_name = f"{BENCH_DB}_{uuid.uuid4().hex[:8]}"
         self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}"
         self.redis = PrivateRedis(workdir)
@@ -193,58 +202,27 @@ class Herald:
             HERALD_WORKER_METRICS_PORT=str(free_port()),
         )
         env.update(self.extra_env)
-        api_env = dict(env)
-        worker_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.app:app",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            api_env,
-            "api.log",
-        )
-        self.worker = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                "herald,herald.sweep",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                os.environ.get("BENCH_WORKER_LOG", "warning"),
-            ],
-            worker_env,
-            "worker.log",
-        )
-        self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "beat",
-                "-l",
-                "warning",
-                "-s",
-                str(self.workdir / "beat-schedule"),
-            ],
-            env,
-            "beat.log",
-        )
+        for n, port in enumerate(self.ports):
+            argv = [sys.executable, "-m", "uvicorn", "api.app:app", "--port", str(port), "--log-level", "warning",
+                    "--no-access-log"]  # fmt: skip
+            self.apis.append(self._spawn(argv, dict(env), f"api-{n}.log"))
+        for n in range(self.worker_count):
+            # Each worker process serves its own metrics (its own port and multiprocess directory).
+            own_metrics = metrics_dir / str(n)
+            own_metrics.mkdir()
+            worker_env = dict(
+                env, PROMETHEUS_MULTIPROC_DIR=str(own_metrics), HERALD_WORKER_METRICS_PORT=str(free_port())
+            )
+            argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "herald,herald.sweep",
+                    "-n", f"bench{n}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "-l", os.environ.get("BENCH_WORKER_LOG", "warning")]  # fmt: skip
+            self.workers.append(self._spawn(argv, worker_env, f"worker-{n}.log"))
+        self.worker = self.workers[0]
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "-l", "warning", "-s",
+                str(self.workdir / "beat-schedule")]  # fmt: skip
+        self.beat = self._spawn(argv, env, "beat.log")
+        for url in self.urls[1:]:
+            wait_http(url + "/readyz", timeout_s=120)
         wait_http(self.url + "/readyz", timeout_s=120)  # a loaded 2-core machine can take longer than 30 s
         time.sleep(2)  # let the worker's pool come up
         return self
@@ -262,8 +240,9 @@ class Herald:
         `postgres` is the backends serving this run's database (their titles name it) and `redis` this run's
         own redis-server: other sessions on a shared machine land in `postgres_shared` (PostgreSQL's own
         background processes, and everyone else's backends) and `other`."""
-        assert self.worker is not None
-        roles = {self.procs[0].pid: "api", self.worker.pid: "worker", self.procs[2].pid: "beat"}
+        assert self.beat is not None
+        roles = {p.pid: "api" for p in self.apis} | {p.pid: "worker" for p in self.workers}
+        roles[self.beat.pid] = "beat"
         if self.redis.proc is not None:
             roles[self.redis.proc.pid] = "redis"
         own_db = f" {self.db_name} "
@@ -318,9 +297,11 @@ class Herald:
 
     def worker_rss_mb(self) -> float:
         """Resident memory of the worker (its process and any pool children)."""
-        assert self.worker is not None
-        main = psutil.Process(self.worker.pid)
-        return float(sum(p.memory_info().rss for p in [main, *main.children(recursive=True)]) / 2**20)
+        total = 0
+        for worker in self.workers:
+            main = psutil.Process(worker.pid)
+            total += sum(p.memory_info().rss for p in [main, *main.children(recursive=True)])
+        return float(total / 2**20)
 
     def __exit__(self, *_: object) -> None:
         for proc in self.procs:
@@ -390,7 +371,7 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
         for i in range(events):
             queue.put_nowait(i)
 
-        async def sender() -> None:
+        async def sender(api: str) -> None:
             while not queue.empty():
                 i = queue.get_nowait()
                 body = {
@@ -401,7 +382,7 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
                     "description": "benchmark release",
                 }
                 t0 = time.perf_counter()
-                async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+                async with session.post(f"{api}/v1/events/release", headers=AUTH, json=body) as resp:
                     data = await resp.json()
                 request_s.append(time.perf_counter() - t0)
                 assert resp.status == 202, data
@@ -410,7 +391,7 @@ async def load_phase(herald: Herald, receiver_url: str, events: int, concurrency
         cpu_before = herald.cpu_s()
         started = time.time()
         with herald.profiled("load"):
-            await asyncio.gather(*(sender() for _ in range(concurrency)))
+            await asyncio.gather(*(sender(herald.urls[n % len(herald.urls)]) for n in range(concurrency)))
             accept_done = time.time()
             done = await wait_received(session, receiver_url, events, timeout_s=300)
         cpu_after = herald.cpu_s()
