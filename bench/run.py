@@ -38,6 +38,7 @@ import psycopg
 import redis
 
 from bench.baseline_celery import run_baseline
+from bench.prefill import prefill as prefill_history
 from shared.crypto import generate_key_spec
 from shared.migrate import upgrade
 
@@ -560,6 +561,7 @@ def run_herald(
     api_concurrency: int = 8,
     extra_env: dict[str, str] | None = None,
     batch_size: int = 100,
+    prefill: int = 0,
 ) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp,
@@ -570,6 +572,11 @@ def run_herald(
         if batch_size:
             figures |= asyncio.run(batch_phase(herald, events, min(api_concurrency, 4), batch_size))
         figures |= asyncio.run(load_phase(herald, receiver_url, events, concurrency))
+        if prefill:
+            # The same end-to-end phase again on a database holding `prefill` deliveries of history.
+            figures |= prefill_history(herald.database_url.replace("+psycopg", ""), prefill)
+            full = asyncio.run(load_phase(herald, receiver_url, events, concurrency))
+            figures |= {f"prefilled_{k}": v for k, v in full.items()}
         figures |= asyncio.run(idle_phase(herald, receiver_url, idle))
         if fanout:
             figures |= asyncio.run(fanout_phase(herald, receiver_url, fanout))
@@ -603,6 +610,13 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-size", type=int, default=100, help="events per POST /v1/events/batch in its phase (0: skip)"
     )
     parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="DELIVERIES",
+        help="then fill the database with this many deliveries (2 attempts each) and run end to end again",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -624,6 +638,7 @@ def main(argv: list[str] | None = None) -> None:
             args.api_concurrency,
             extra_env,
             args.batch_size,
+            args.prefill,
         )
         print(
             f"--- receiver delay {delay_ms:g} ms: bare Celery baseline ({args.baseline_messages} msgs) ...",
@@ -666,6 +681,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"API batch ({delay_ms:g} ms run, {args.batch_size} events per POST /v1/events/batch): "
                 f"{ours['api_batch_accept_per_s']:.0f} events/s accepted, "
                 f"{ours['api_batch_accept_per_s'] / ours['api_only_accept_per_s']:.1f}x single-event accepts"
+            )
+    for delay_ms, ours, _ in rows:
+        if "prefilled_delivered_per_s" in ours:
+            fill_s = sum(v for k, v in ours.items() if k.startswith("prefill_") and k.endswith("_s"))
+            print(
+                f"on {args.prefill} deliveries + {2 * args.prefill} attempts (filled in {fill_s:.0f} s):"
+                f" {ours['prefilled_delivered_per_s']:.0f} delivered/s"
+                f" ({ours['prefilled_delivered_per_s'] / ours['delivered_per_s']:.2f}x the empty database),"
+                f" e2e p99 {ours['prefilled_e2e_p99_ms']:.0f} ms, worker {ours['prefilled_cpu_ms_per_event_worker']:.1f}"
+                f" ms/event, PostgreSQL {ours['prefilled_cpu_ms_per_event_postgres']:.1f} ms/event"
             )
     for delay_ms, ours, _ in rows:
         print(f"worker RSS ({delay_ms:g} ms run): {ours['worker_rss_mb']:.0f} MiB")
