@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ours['api_batch_accept_per_s']:.0f} events/s accepted, "
                 f"{ours['api_batch_accept_per_s'] / ours['api_only_accept_per_s']:.1f}x single-event accepts"
             )
-    for delay_ms, ours, _ in rows:
+    for _delay_ms, ours, _ in rows:
         if "prefilled_delivered_per_s" in ours:
             fill_s = sum(v for k, v in ours.items() if k.startswith("prefill_") and k.endswith("_s"))
             print(
