@@ -23,7 +23,7 @@ from api.enqueue import Enqueuer
 from api.errors import ApiError, database_unavailable, envelope
 from api.ingest import EventStore
 from api.metrics import MetricsMiddleware, StateGauges
-from api.routes import admin, alertmanager, events, gateway, health
+from api.routes import admin, alertmanager, events, events_batch, gateway, health
 from api.validation import validation_response
 from shared.config import DEV_ADMIN_KEY, Settings, get_settings
 from shared.crypto import KeyRing, hash_api_key
@@ -35,16 +35,28 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_body_bytes`: by Content-Length up front, and by counting a chunked stream."""
+    """Refuse bodies over `max_body_bytes` (or a path's own limit): by Content-Length up front, and by counting
+    a chunked stream."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.default_max_body_bytes = max_body_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body_bytes = self.path_limits.get(scope.get("path", ""), self.default_max_body_bytes)
+        await _LimitedRequest(self.app, max_body_bytes)(scope, receive, send)
+
+
+class _LimitedRequest:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         length: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -200,11 +212,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     app.include_router(alertmanager.router)  # before events: its `/v1/events/{kind}` catch-all answers 404
+    app.include_router(events_batch.router)  # before events: its `/v1/events/{kind}` catch-all answers 404
     app.include_router(events.router)
     app.include_router(admin.router)
     gateway.include(app)
     console.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        path_limits={"/v1/events/batch": settings.max_batch_body_bytes},
+    )
     app.add_middleware(MetricsMiddleware)
     return app
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -123,7 +124,7 @@ class EventStore:
         op_id: str,
     ) -> tuple[uuid.UUID, bool]:
         """Insert the event; (event id, whether it was a replay of an earlier request with the same key)."""
-        request_hash = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        payload_hash = request_hash(payload)
         row = await self._fetchone(
             _INSERT_SQL,
             {
@@ -136,7 +137,7 @@ class EventStore:
                 "payload": Jsonb(payload, dumps=_dumps),
                 # Unique per (project, key): two tenants choosing the same key do not collide.
                 "key": op_id,
-                "hash": request_hash,
+                "hash": payload_hash,
                 "lifecycle_key": lifecycle_key,
                 "grace_s": self._settings.fanout_grace_s,
             },
@@ -146,11 +147,119 @@ class EventStore:
         existing = await self._fetchone(_EXISTING_SQL, {"project": payload["project"], "key": op_id})
         if existing is None:  # deleted between the two statements: treat as new, the client retries
             raise ApiError(409, "idempotency_conflict", "the event for this idempotency key was just removed")
-        if existing[1] != request_hash:
+        if existing[1] != payload_hash:
             raise ApiError(
                 409, "idempotency_conflict", "this idempotency key was used with a different event"
             )
         return existing[0], True
+
+    async def accept_many(self, items: list[NewEvent]) -> list[tuple[uuid.UUID, bool] | ApiError]:
+        """Insert the events in ONE transaction (all or none stored); for each, in order: (event id, whether it
+        replays an earlier event with the same key, in this batch or before it), or why it was refused (its
+        key was used for a different event)."""
+        if not items:
+            return []
+        grace_s = self._settings.fanout_grace_s
+        ids = [uuid.uuid4() for _ in items]
+        params = {
+            "ids": ids,
+            "kinds": [i.kind for i in items],
+            "types": [i.event_type for i in items],
+            "projects": [i.payload["project"] for i in items],
+            "environments": [i.payload.get("environment") for i in items],
+            "severities": [i.severity for i in items],
+            "payloads": [_dumps(i.payload) for i in items],
+            "keys": [i.op_id for i in items],
+            "hashes": [i.request_hash for i in items],
+            "lifecycle_keys": [i.lifecycle_key for i in items],
+            "grace_s": grace_s,
+        }
+        try:
+            async with (await self.pool()).connection() as conn, conn.transaction():
+                cursor = await conn.execute(_INSERT_MANY_SQL, params)
+                inserted = {(row[1], row[2]): row[0] for row in await cursor.fetchall()}
+                known: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
+                others = sorted({(i.payload["project"], i.op_id) for i in items} - inserted.keys())
+                if others:
+                    cursor = await conn.execute(
+                        _EXISTING_MANY_SQL,
+                        {"projects": [p for p, _ in others], "keys": [k for _, k in others]},
+                    )
+                    known = {(row[2], row[3]): (row[0], row[1]) for row in await cursor.fetchall()}
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise database_unavailable() from exc
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            if not _is_encoding_error(exc):
+                raise
+            raise ApiError(
+                422,
+                "invalid_field",
+                "a text field contains a character that cannot be stored; nothing was stored",
+            ) from exc
+        out: list[tuple[uuid.UUID, bool] | ApiError] = []
+        for event_id, item in zip(ids, items, strict=True):
+            key = (item.payload["project"], item.op_id)
+            if inserted.get(key) == event_id:
+                out.append((event_id, False))
+                known[key] = (event_id, item.request_hash)  # a later item with this key replays this one
+                continue
+            existing = known.get(key)
+            if existing is None:  # deleted between the two statements: treat as new, the client retries
+                out.append(
+                    ApiError(
+                        409, "idempotency_conflict", "the event for this idempotency key was just removed"
+                    )
+                )
+            elif existing[1] != item.request_hash:
+                out.append(
+                    ApiError(
+                        409, "idempotency_conflict", "this idempotency key was used with a different event"
+                    )
+                )
+            else:
+                out.append((existing[0], True))
+        return out
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event of a batch, validated, as `EventStore.accept` takes it."""
+
+    kind: str
+    event_type: str
+    payload: dict[str, Any]
+    severity: str
+    lifecycle_key: str
+    op_id: str
+
+    @property
+    def request_hash(self) -> str:
+        return request_hash(self.payload)
+
+
+def request_hash(payload: dict[str, Any]) -> str:
+    """What makes a replay with the same key the same event (the key's earlier use is compared with it)."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# One statement for the whole batch (arrays, not a VALUES list: parsed and planned once whatever its size).
+_INSERT_MANY_SQL = """
+INSERT INTO event (id, kind, type, project, environment, severity, payload, idempotency_key, request_hash,
+                   lifecycle_key, created_at, next_fanout_at)
+SELECT u.id, u.kind, u.type, u.project, u.environment, u.severity, CAST(u.payload AS jsonb), u.key, u.hash,
+       u.lifecycle_key, now(), now() + make_interval(secs => %(grace_s)s)
+  FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(types)s::text[], %(projects)s::text[],
+              %(environments)s::text[], %(severities)s::text[], %(payloads)s::text[], %(keys)s::text[],
+              %(hashes)s::text[], %(lifecycle_keys)s::text[])
+       WITH ORDINALITY AS u(id, kind, type, project, environment, severity, payload, key, hash, lifecycle_key, n)
+ ORDER BY u.n
+ON CONFLICT (project, idempotency_key) DO NOTHING
+RETURNING id, project, idempotency_key
+"""
+_EXISTING_MANY_SQL = """
+SELECT id, request_hash, project, idempotency_key FROM event
+ WHERE (project, idempotency_key) IN (SELECT * FROM unnest(%(projects)s::text[], %(keys)s::text[]))
+"""
 
 
 # untranslatable_character (`\u0000` in JSONB), character_not_in_repertoire (invalid UTF-8)

@@ -12,7 +12,8 @@ per-message cost plus the POST, so it is an upper bound for task-per-delivery.
 - ``python -m bench.baseline_celery --messages 2000 --delay-ms 0`` runs it against its own
   ``ReceiverThread``.
 
-Redis database 14 is reserved for benchmarks: it is flushed before and after every run.
+Redis database 14 is reserved for benchmarks: it is flushed before and after every run. `bench/run.py` passes
+a redis-server of its own instead (``broker_url``), so runs side by side do not flush each other's queue.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from celery import Celery
 
 from bench.receiver import ReceiverThread, sample_body
 
-BROKER_URL = "redis://127.0.0.1:6379/14"
+# The worker subprocess is given the driver's broker in BENCH_BROKER_URL.
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 QUEUE = "bench_baseline"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +81,7 @@ def post(url: str, body: dict[str, Any]) -> None:
 
 
 def _flush_bench_db() -> None:
-    client = redis.Redis.from_url(BROKER_URL)
+    client = redis.Redis.from_url(app.conf.broker_url)
     try:
         client.flushdb()
     finally:
@@ -97,7 +99,12 @@ def _start_worker(concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
     # block the worker. start_new_session keeps a Ctrl-C in the terminal from reaching it twice.
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO_ROOT,
+            env=dict(os.environ, BENCH_BROKER_URL=app.conf.broker_url),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -133,6 +140,7 @@ def run_baseline(
     receiver: ReceiverThread | None = None,
     timeout_s: float = 120.0,
     body_size_bytes: int = 1024,
+    broker_url: str | None = None,
 ) -> dict[str, Any]:
     """Measure task-per-message throughput against the receiver at ``receiver_url``.
 
@@ -143,6 +151,8 @@ def run_baseline(
     until ``timeout_s``. Returns ``{"messages", "delivered", "duration_s", "posts_per_s",
     "enqueue_s", "timed_out", "concurrency"}``; ``posts_per_s`` is delivered / duration_s.
     """
+    if broker_url is not None:
+        app.conf.update(broker_url=broker_url)
     parts = urlsplit(receiver_url)
     stats_base = f"{parts.scheme}://{parts.netloc}"
     poll_client = httpx.Client(timeout=10, trust_env=False)

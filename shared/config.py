@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = None
 
     max_body_bytes: int = 64 * 1024
+    # POST /v1/events/batch: at most this many events, in a body of at most this size (the only larger body).
+    max_batch_events: int = Field(500, ge=1)
+    max_batch_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # apidata (issue 10): fan-out ids an API process holds for publishing while Redis is slow; beyond this the
     # ids are dropped (counted) and the sweeper fans those events out from PostgreSQL after fanout_grace_s.
     fanout_buffer_max_ids: int = Field(10_000, ge=1)
@@ -150,6 +153,13 @@ class Settings(BaseSettings):
     # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
     bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)
+    # A destination answering within bulkhead_fast_s earns one more place per answer, up to this cap; a slower
+    # answer halves what it earned (a hanging destination keeps the base cap above).
+    bulkhead_max_sends_per_destination: int = Field(256, ge=1)
+    bulkhead_fast_s: float = Field(1.0, gt=0)
+    # Deliveries over the bulkhead held unclaimed in the process for a freed place, per destination (0: none,
+    # every one over the cap waits `bulkhead_wait_s` in `waiting`).
+    bulkhead_parked_per_destination: int = Field(64, ge=0)
 
     # Circuits (issue 12, shared/circuits.py): a circuit per integration opens after this many consecutive
     # retryable failures (at once on an auth/target error); its deliveries then wait (no attempt used) while one

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -45,10 +45,16 @@ def _lock_id(group: Group) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# One round trip for any number of groups: a function scan yields the (sorted) array in order, so the locks are
+# taken in that order, as one lock per statement would.
+LOCK_SQL = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
+
+
 def lock_groups(session: Session, groups: Iterable[Group]) -> None:
     """Serialise decisions and outcomes of these groups until the caller's transaction ends."""
-    for lock_id in sorted({_lock_id(g) for g in groups}):
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+    lock_ids = sorted({_lock_id(g) for g in groups})
+    if lock_ids:
+        session.execute(LOCK_SQL, {"ids": lock_ids})
 
 
 GROUP_OF_SQL = text(
@@ -128,17 +134,29 @@ def _groups_params(groups: Iterable[Group]) -> dict[str, list[object]]:
     return {"keys": [g[0] for g in ordered], "integration_ids": [g[1] for g in ordered]}
 
 
-def gate(session: Session, ids: Iterable[uuid.UUID]) -> Gated:
-    """Decide the lifecycle groups of these claim candidates (within the caller's transaction)."""
+def gate(
+    session: Session, ids: Iterable[uuid.UUID], groups_of: Mapping[uuid.UUID, Group | None] | None = None
+) -> Gated:
+    """Decide the lifecycle groups of these claim candidates (within the caller's transaction).
+
+    `groups_of`: each candidate's group (None: in no lifecycle), when the caller has just read the candidates as
+    due and claimable in this transaction; it spares reading them again (and the whole gate when none is in a
+    lifecycle)."""
     ids = sorted(set(ids))
     gated = Gated(allowed=set(ids))
     if not ids:
         return gated
     batch: dict[uuid.UUID, bool] = {}  # id -> due now
     groups: set[Group] = set()
-    for row in session.execute(GROUP_OF_SQL, {"ids": ids}):
-        batch[row.id] = bool(row.due)
-        groups.add((row.lifecycle_key, row.integration_id))
+    if groups_of is not None:
+        for delivery_id in ids:
+            if (group := groups_of.get(delivery_id)) is not None:
+                batch[delivery_id] = True
+                groups.add(group)
+    else:
+        for row in session.execute(GROUP_OF_SQL, {"ids": ids}):
+            batch[row.id] = bool(row.due)
+            groups.add((row.lifecycle_key, row.integration_id))
     if not groups:
         return gated
     lock_groups(session, groups)

@@ -3,7 +3,8 @@
 Why hand off: a Celery thread that waited for its batch sat in a hanging destination's timeout, and with every
 thread doing that, fan-out stopped for everyone. Here a task loads and claims its rows, hands the claimed sends
 to the loop and returns at once. On the loop each send is recorded as soon as it ends, together with the others
-that ended at the same moment (one batched write, in a thread, never on the loop), so a fast destination is
+that ended at the same moment or while the previous write was under way, in this batch or any other (group
+commit, workers/recording.py: one batched write, in a thread, never on the loop), so a fast destination is
 never held back by a slow one in the same batch. PostgreSQL's lease (from the longest allowed attempt) covers
 a crash: the sweeper moves a send whose worker vanished on.
 
@@ -18,12 +19,13 @@ tears the runtime down (`worker_shutting_down` is the first signal Celery sends,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,71 +44,58 @@ from shared.errors import RateLimited
 from shared.rendering import RenderedMessage, render
 from workers import circuits
 from workers.configs import load_config
+from workers.inflight import Inflight
 from workers.outcomes import record
 from workers.pacing import Ask, get_pacer
+from workers.recording import Recorder
 from workers.retry import RetryPolicy
 from workers.runtime import ProcessRuntime
 from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, lease_s, send_one
 
 log = logging.getLogger(__name__)
 
-# Threads that write outcomes (each holds one database connection while it writes).
+# Threads that write outcomes, and that claim unparked deliveries (each holds one database connection while
+# it works; workers/runtime.py THREADS_BESIDE_POOL counts them).
 RECORD_THREADS = 4
+CLAIM_THREADS = 2
 
 
-class Inflight:
-    """The sends one process holds: a counting gate with the latest instant any of them may end."""
+@dataclass
+class _Process:
+    """This process's gate, writer threads, claimer threads and outcome recorder (never inherited across fork)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(capacity, 1)
-        self._n = 0
-        self._ends_by = 0.0  # time.monotonic() by which every current send has ended
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int, *, block: bool) -> bool:
-        """Take room for n sends; a batch larger than the capacity still goes alone (never a deadlock)."""
-        with self._cond:
-            while self._n > 0 and self._n + n > self.capacity:
-                if not block:
-                    return False
-                self._cond.wait()
-            self._n += n
-            return True
-
-    def extend(self, ends_by: float) -> None:
-        with self._cond:
-            self._ends_by = max(self._ends_by, ends_by)
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._n -= n
-            self._cond.notify_all()
-
-    @property
-    def count(self) -> int:
-        return self._n
-
-    def wait_idle(self) -> bool:
-        """Wait until nothing is in flight, at most until the latest deadline; True when idle."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._n == 0, max(self._ends_by - time.monotonic(), 0.0))
+    pid: int
+    inflight: Inflight
+    #: outcome writes (workers/recording.py) and holding parked deliveries back
+    writer: ThreadPoolExecutor
+    #: claims of unparked deliveries: a freed place is refilled without queueing behind outcome writes
+    claimer: ThreadPoolExecutor
+    recorder: Recorder
 
 
 _state_lock = threading.Lock()
-_state: tuple[int, Inflight, ThreadPoolExecutor] | None = None
+_state: _Process | None = None
 
 
 def _process_state(runtime: ProcessRuntime) -> tuple[Inflight, ThreadPoolExecutor]:
     """This process's gate and writer threads (never inherited across fork)."""
+    state = _full_state(runtime)
+    return state.inflight, state.writer
+
+
+def _full_state(runtime: ProcessRuntime) -> _Process:
     global _state
     with _state_lock:
-        if _state is None or _state[0] != os.getpid():
-            _state = (
+        if _state is None or _state.pid != os.getpid():
+            writer = ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record")
+            _state = _Process(
                 os.getpid(),
                 Inflight(runtime.settings.inflight_sends_per_process),
-                ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record"),
+                writer,
+                ThreadPoolExecutor(CLAIM_THREADS, thread_name_prefix="herald-unpark"),
+                Recorder(writer, functools.partial(_pause_and_record, runtime)),
             )
-        return _state[1], _state[2]
+        return _state
 
 
 # --- preparing: configs, leases, jobs ---------------------------------------------------------------------------
@@ -188,13 +177,18 @@ def _jobs(
 
 
 @dataclass
-class Unsent:
-    """Rows a claim settled without an attempt, by provider, for the caller to count once it has committed:
-    skipped (the integration is disabled) and superseded (a newer state of the lifecycle is, or will be, shown).
-    """
+class Claim:
+    """What a claim made of its candidates (within the caller's transaction)."""
 
-    skipped: list[str] = field(default_factory=list)
-    superseded: list[str] = field(default_factory=list)
+    #: claimed, ready to hand off once the caller has committed
+    jobs: list[Job] = field(default_factory=list)
+    #: the provider of each row skipped because its integration is disabled (counted after the commit)
+    skipped_providers: list[str] = field(default_factory=list)
+    #: the provider of each row the lifecycle gate superseded (in this batch or not: one count each; after the
+    #: commit): a newer state of the lifecycle is, or will be, shown
+    superseded_providers: list[str] = field(default_factory=list)
+    #: over their destination's bulkhead, left pending and unclaimed: `park` them after the commit
+    parked: list[Ask] = field(default_factory=list)
 
 
 def claim_jobs(
@@ -203,31 +197,35 @@ def claim_jobs(
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
     events: dict[uuid.UUID, Event],
     integrations: dict[uuid.UUID, Integration],
-) -> tuple[list[Job], Unsent]:
+    lifecycle_keys: Mapping[uuid.UUID, str | None] | None = None,
+) -> Claim:
     """Claim (delivery id, integration id) candidates within the caller's transaction.
 
-    Returns the jobs, and what was settled without an attempt (`Unsent`, to count with `count_unsent` once the
-    caller has committed). The caller commits, then hands the jobs off."""
-    unsent = Unsent()
+    `lifecycle_keys` (delivery id -> its lifecycle key), when the caller has read the candidates as due and
+    claimable in this transaction (or just inserted them), spares the lifecycle gate a read.
+
+    The caller commits, then hands the jobs off, parks the parked ones and counts the skipped and superseded
+    ones (`count_unsent`). Each candidate ends claimed, parked, or settled in PostgreSQL (skipped, waiting,
+    superseded, an update waiting for its root), unless someone else holds it."""
     if not candidates:
-        return [], unsent
-    candidates, superseded = _ordered_in_lifecycles(session, candidates)
-    unsent.superseded = [integrations[i].provider for i in superseded if i in integrations]
+        return Claim()
+    candidates, superseded = _ordered_in_lifecycles(session, candidates, lifecycle_keys)
+    superseded_providers = [integrations[i].provider for i in superseded if i in integrations]
     configs = _configs(runtime, integrations.values())
     leases = _leases(runtime, candidates, configs)
-    places = _admit(session, runtime, leases, integrations, configs, dict(candidates))
+    places, parked = _admit(session, runtime, leases, integrations, configs, dict(candidates))
     try:
         claimed, skipped = deliveries.claim(session, leases)
     except BaseException:
         get_pacer(runtime.settings).leave(places.values())
         raise
     integration_of = dict(candidates)
-    unsent.skipped = [integrations[integration_of[d]].provider for d in skipped]
+    skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
     jobs = _jobs(runtime, claimed, events, integrations, configs)
     for job in jobs:
         job.destination = places.pop(job.id, None)
     get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
-    return jobs, unsent
+    return Claim(jobs, skipped_providers, superseded_providers, parked)
 
 
 def integration_rate(integration: Integration) -> Rate | None:
@@ -247,10 +245,10 @@ def _admit(
     integrations: dict[uuid.UUID, Integration],
     configs: dict[uuid.UUID, BaseModel | str],
     integration_of: dict[uuid.UUID, uuid.UUID],
-) -> dict[uuid.UUID, str]:
-    """Hold back (`waiting`, no attempt used) what its destination has no room for, or what its circuit holds
-    (workers/circuits.py); return the bulkhead place
-    (delivery id -> destination) of each delivery left in `leases` to claim.
+) -> tuple[dict[uuid.UUID, str], list[Ask]]:
+    """Hold back what its destination has no room for, or what its circuit holds (workers/circuits.py): parked
+    (unclaimed, in this process) or `waiting` (no attempt used); return the bulkhead place (delivery id ->
+    destination) of each delivery left in `leases` to claim, and the ones to park.
 
     Bulkhead first (local, free), then the shared limiter for those that fit. A row of a disabled integration
     or with an unusable config is left to the claim, which skips or dead-letters it."""
@@ -274,6 +272,9 @@ def _admit(
             )
         )
     entered, over = pacer.enter(asks)
+    parked, over = pacer.parkable(over)
+    for a in parked:
+        leases.pop(a.delivery_id, None)
     waits = {a.delivery_id: (runtime.settings.bulkhead_wait_s, "bulkhead") for a in over}
     paced = pacer.waits(entered)
     pacer.leave(a.destination for a in entered if a.delivery_id in paced)
@@ -286,27 +287,32 @@ def _admit(
             leases.pop(delivery_id, None)
             if delivery_id in held:
                 metrics.PACED_WAITS.labels(provider_of[delivery_id], reason).inc()
-    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}
+    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}, parked
 
 
 def _ordered_in_lifecycles(
-    session: Session, candidates: list[tuple[uuid.UUID, uuid.UUID]]
+    session: Session,
+    candidates: list[tuple[uuid.UUID, uuid.UUID]],
+    lifecycle_keys: Mapping[uuid.UUID, str | None] | None,
 ) -> tuple[list[tuple[uuid.UUID, uuid.UUID]], list[uuid.UUID]]:
     """The candidates a lifecycle lets go now (an update waits for its root, older states are superseded),
     and the integration of every row the gate superseded (in this batch or not: one count each)."""
-    gated = delivery_lifecycles.gate(session, [d for d, _ in candidates])
+    known = None
+    if lifecycle_keys is not None:
+        known = {d: (key, i) if (key := lifecycle_keys.get(d)) else None for d, i in candidates}
+    gated = delivery_lifecycles.gate(session, [d for d, _ in candidates], known)
     allowed = [(d, i) for d, i in candidates if d in gated.allowed]
     return allowed, [gated.superseded[d] for d in sorted(gated.superseded)]
 
 
-def count_unsent(unsent: Unsent) -> None:
-    """Count the deliveries a claim settled without an attempt (after the commit that settled them).
+def count_unsent(skipped: Iterable[str], superseded: Iterable[str] = ()) -> None:
+    """Count the deliveries a claim settled without an attempt, by provider (after the commit that settled them).
 
     `superseded` is an outcome of its own, not a failure: success ratios (delivered / (delivered + dead)) leave
     it out, and the rate by outcome shows how much lifecycle churn the ordering absorbed."""
-    for provider in unsent.skipped:
+    for provider in skipped:
         metrics.DELIVERIES.labels(provider, "skipped", "").inc()
-    for provider in unsent.superseded:
+    for provider in superseded:
         metrics.DELIVERIES.labels(provider, "superseded", "").inc()
 
 
@@ -314,11 +320,16 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
     """The `deliver` task: load, claim and hand off a batch of deliveries; return how many were claimed."""
     inflight, _ = _process_state(runtime)
     inflight.acquire(len(delivery_ids), block=True)
-    jobs: list[Job] = []
+    return _claim_and_start(runtime, inflight, delivery_ids)
+
+
+def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: list[uuid.UUID]) -> int:
+    """Load, claim and hand off deliveries whose room in `inflight` is held; return how many were claimed."""
+    done = Claim()
     try:
         with runtime.sessions() as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.event_id, Delivery.integration_id).where(
+                select(Delivery.id, Delivery.event_id, Delivery.integration_id, Delivery.lifecycle_key).where(
                     any_of(Delivery.id, delivery_ids),
                     Delivery.state.in_(CLAIMABLE),
                     # not due (a duplicate message): asking the limiter would take a slot for nothing
@@ -339,16 +350,22 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
             }
             # In the order the events were accepted: the limiter hands out slots in the order it is asked.
             rows = sorted(rows, key=lambda r: (events[r.event_id].created_at, r.id))
-            claimed, unsent = claim_jobs(
-                session, runtime, [(r.id, r.integration_id) for r in rows], events, integrations
+            claim = claim_jobs(
+                session,
+                runtime,
+                [(r.id, r.integration_id) for r in rows],
+                events,
+                integrations,
+                {r.id: r.lifecycle_key for r in rows},
             )
             session.commit()
-            jobs = claimed
+            done = claim
     finally:
-        inflight.release(len(delivery_ids) - len(jobs))
-    count_unsent(unsent)
-    _start(runtime, inflight, jobs)
-    return len(jobs)
+        inflight.release(len(delivery_ids) - len(done.jobs) - len(done.parked))
+    count_unsent(done.skipped_providers, done.superseded_providers)
+    park(runtime, done.parked)
+    _start(runtime, inflight, done.jobs)
+    return len(done.jobs)
 
 
 def try_reserve(runtime: ProcessRuntime, n: int) -> bool:
@@ -365,6 +382,65 @@ def release_reserved(runtime: ProcessRuntime, n: int) -> None:
 def hand_off(runtime: ProcessRuntime, jobs: list[Job]) -> None:
     """Send jobs whose room was reserved (try_reserve) on the loop."""
     _start(runtime, _process_state(runtime)[0], jobs)
+
+
+# --- parked: over the bulkhead, unclaimed, each holding its room in `Inflight` until a place frees -------------
+
+
+def park(runtime: ProcessRuntime, parked: list[Ask]) -> None:
+    """Hold deliveries over their destination's bulkhead (their room is held) after the claim's commit: each
+    place that frees goes to one of them; those still parked after `bulkhead_wait_s` go to `waiting`."""
+    if not parked:
+        return
+    inflight, _ = _process_state(runtime)
+    wait_s = runtime.settings.bulkhead_wait_s
+    inflight.extend(time.monotonic() + wait_s + SEND_GUARD_S)
+    get_pacer(runtime.settings).park(parked)
+    runtime.loop.call_soon_threadsafe(runtime.loop.call_later, wait_s, _expire_parked, runtime)
+    unpark(runtime, {a.destination for a in parked})  # a place may have freed since the claim
+
+
+def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
+    """Claim and send parked deliveries for the free places of these destinations (in a writer thread)."""
+    ids = get_pacer(runtime.settings).unpark(destinations)
+    if ids:
+        state = _full_state(runtime)
+        state.claimer.submit(_claim_unparked, runtime, state.inflight, ids)
+
+
+def _claim_unparked(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID]) -> None:
+    try:
+        _claim_and_start(runtime, inflight, ids)
+    except Exception:
+        # Their rows stay pending (marked as published): the sweeper republishes them after requeue_after_s.
+        log.exception("could not claim %d parked deliveries", len(ids))
+    finally:
+        get_pacer(runtime.settings).unreserve(ids)  # the places kept for those that did not enter
+
+
+def _expire_parked(runtime: ProcessRuntime) -> None:
+    """On the loop: deliveries parked too long (their destination frees no place) go to `waiting`."""
+    expired = get_pacer(runtime.settings).expire(runtime.settings.bulkhead_wait_s)
+    if expired:
+        _process_state(runtime)[1].submit(_hold_parked, runtime, expired)
+
+
+def _hold_parked(runtime: ProcessRuntime, expired: list[Ask]) -> None:
+    inflight, _ = _process_state(runtime)
+    try:
+        with runtime.sessions() as session:
+            held = deliveries.wait(
+                session, {a.delivery_id: runtime.settings.bulkhead_wait_s for a in expired}
+            )
+            session.commit()
+        held_ids = set(held)
+        for a in expired:
+            if a.delivery_id in held_ids:
+                metrics.PACED_WAITS.labels(a.provider, "bulkhead").inc()
+    except Exception:
+        log.exception("could not hold %d parked deliveries; the sweeper will republish them", len(expired))
+    finally:
+        inflight.release(len(expired))
 
 
 # --- on the loop: send, then record each result as soon as it is in -------------------------------------------
@@ -385,17 +461,21 @@ def _log_failure(future: Any) -> None:
 
 
 async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
-    loop = asyncio.get_running_loop()
-    _, writer = _process_state(runtime)
+    recorder = _full_state(runtime).recorder
     job_of: dict[asyncio.Future[SendResult], Job] = {asyncio.ensure_future(send_one(j)): j for j in jobs}
     pending: set[asyncio.Future[SendResult]] = set(job_of)
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             results = [t.result() for t in done]
-            get_pacer(runtime.settings).leave(r.job.destination for r in results if r.job.destination)
+            freed = [d for r in results if (d := r.job.destination) is not None]
+            pacer = get_pacer(runtime.settings)
+            pacer.observe((d, r.duration_ms / 1000) for r in results if (d := r.job.destination) is not None)
+            pacer.leave(freed)
+            unpark(runtime, freed)
             try:
-                await loop.run_in_executor(writer, _pause_and_record, runtime, results)
+                # With the waves of every other batch that ended meanwhile (workers/recording.py).
+                await asyncio.wrap_future(recorder.record(results))
             except Exception:
                 # The rows stay `sending`; their lease runs out and the sweeper moves them on.
                 log.exception("could not record %d outcome(s); the sweeper will recover them", len(results))
@@ -427,6 +507,6 @@ def _finish_in_flight(how: str = "Warm", **_: Any) -> None:
     # A warm shutdown finishes what was claimed (bounded by the sends' own deadlines); a cold one does not.
     with _state_lock:
         state = _state
-    if how != "Warm" or state is None or state[0] != os.getpid():
+    if how != "Warm" or state is None or state.pid != os.getpid():
         return
-    state[1].wait_idle()
+    state.inflight.wait_idle()

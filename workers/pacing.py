@@ -13,8 +13,14 @@ destination's rate (a few processes together stay near the vendor's limit); noth
 waiting delivery is a row in PostgreSQL.
 
 Bulkhead: at most `bulkhead_sends_per_destination` sends in flight per destination in one process, so a
-hanging destination holds at most that many of the process's sends; the rest of its deliveries wait
-`bulkhead_wait_s` (rescheduled, no thread held, no attempt used).
+hanging destination holds at most that many of the process's sends. A destination that answers fast earns more
+places, up to `bulkhead_max_sends_per_destination`, and loses them as its answers slow down (`Pacer.observe`). Up to `bulkhead_parked_per_destination`
+more of its deliveries are *parked* in the process, unclaimed (still `pending` in PostgreSQL, nothing written):
+each place that frees goes to a parked one at once, so a burst to one healthy destination drains at its own
+speed instead of a round trip through `waiting` and the sweeper per delivery. A delivery parked longer than
+`bulkhead_wait_s` (a destination that hangs), and any beyond the parking places, waits `bulkhead_wait_s` in
+`waiting` (rescheduled, no thread held, no attempt used). A parked delivery lost with its process is a pending
+row marked as published: the sweeper republishes it after `requeue_after_s`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # Within this much of its slot a delivery is sent rather than rescheduled (the sweeper's own granularity).
 SLOT_SLACK_MS = 50
+
+# A parked delivery this close to its `bulkhead_wait_s` is taken by the expiry look that fires now.
+PARK_EXPIRY_SLACK_S = 0.02
 
 # KEYS: [1] the destination's theoretical arrival time (ms), [2] its pause, [3] this delivery's ticket, [4] the
 # times of its last `burst` sends. ARGV: [1] "take" | "pause", [2] interval ms (1000 / rate), [3] burst,
@@ -151,6 +160,12 @@ class Pacer:
         self._script = self._redis.register_script(LIMITER_LUA)
         self._local = _LocalGcra()
         self._inflight: Counter[str] = Counter()
+        #: destination -> {delivery id: (monotonic time parked, its ask)}, oldest first
+        self._parked: dict[str, OrderedDict[uuid.UUID, tuple[float, Ask]]] = {}
+        #: destination -> its cap, where it earned more than the base (see `observe`)
+        self._caps: dict[str, float] = {}
+        #: unparked delivery id -> the place kept for it (counted in `_inflight`) until its claim enters
+        self._reserved: dict[uuid.UUID, str] = {}
         self._lock = threading.Lock()
 
     # --- pacing ------------------------------------------------------------------------------------------------
@@ -199,12 +214,13 @@ class Pacer:
 
     def enter(self, asks: Iterable[Ask]) -> tuple[list[Ask], list[Ask]]:
         """Take a bulkhead place for each ask that fits; return (entered, over the cap)."""
-        cap = self.settings.bulkhead_sends_per_destination
         entered: list[Ask] = []
         over: list[Ask] = []
         with self._lock:
             for a in asks:
-                if self._inflight[a.destination] >= cap:
+                if self._reserved.pop(a.delivery_id, None) == a.destination:
+                    entered.append(a)  # the place kept for it when it was unparked
+                elif self._inflight[a.destination] >= self._cap(a.destination):
                     over.append(a)
                 else:
                     self._inflight[a.destination] += 1
@@ -217,6 +233,101 @@ class Pacer:
                 self._inflight[d] -= 1
                 if self._inflight[d] <= 0:
                     del self._inflight[d]
+
+    def _cap(self, destination: str) -> int:
+        # Under self._lock.
+        return int(self._caps.get(destination, self.settings.bulkhead_sends_per_destination))
+
+    def observe(self, answered: Iterable[tuple[str, float]]) -> None:
+        """Adapt each destination's cap to how it answers: (destination, seconds the send took) per ended send.
+
+        An answer within `bulkhead_fast_s` earns the destination one more place (up to
+        `bulkhead_max_sends_per_destination`), so a healthy destination's burst is not held to the base cap while
+        each freed place waits for a claim; a slower one (or a timeout) halves its cap back toward the base
+        `bulkhead_sends_per_destination`. A destination that hangs never earns a place, so it holds at most
+        the base, and one that starts hanging loses what it earned as its sends time out."""
+        s = self.settings
+        base, top = (
+            s.bulkhead_sends_per_destination,
+            max(s.bulkhead_max_sends_per_destination, s.bulkhead_sends_per_destination),
+        )
+        with self._lock:
+            for d, took_s in answered:
+                cap = self._caps.get(d, float(base))
+                cap = min(cap + 1, top) if took_s < s.bulkhead_fast_s else max(cap / 2, base)
+                if cap <= base:
+                    self._caps.pop(d, None)
+                else:
+                    self._caps[d] = cap
+
+    # --- parking: over the bulkhead, held unclaimed in this process until a place frees ------------------------
+
+    def parkable(self, over: Iterable[Ask]) -> tuple[list[Ask], list[Ask]]:
+        """Split asks over the bulkhead into (may be parked, must wait in PostgreSQL) by the free parking places."""
+        room = self.settings.bulkhead_parked_per_destination
+        taken: Counter[str] = Counter()
+        park: list[Ask] = []
+        rest: list[Ask] = []
+        with self._lock:
+            for a in over:
+                if len(self._parked.get(a.destination, ())) + taken[a.destination] < room:
+                    taken[a.destination] += 1
+                    park.append(a)
+                else:
+                    rest.append(a)
+        return park, rest
+
+    def park(self, parked: Iterable[Ask]) -> None:
+        """Hold these deliveries until a place of their destination frees (see `unpark`)."""
+        now = time.monotonic()
+        with self._lock:
+            for a in parked:
+                self._parked.setdefault(a.destination, OrderedDict())[a.delivery_id] = (now, a)
+
+    def unpark(self, destinations: Iterable[str]) -> list[uuid.UUID]:
+        """Take, oldest first, as many parked deliveries of these destinations as they have free places, and keep
+        each its place (so a newer arrival does not take it first): `enter` gives it to that delivery, and the
+        caller gives back with `unreserve` what its claim did not use."""
+        out: list[uuid.UUID] = []
+        with self._lock:
+            for d in set(destinations):
+                lot = self._parked.get(d)
+                while lot and self._inflight[d] < self._cap(d):
+                    delivery_id = lot.popitem(last=False)[0]
+                    self._inflight[d] += 1
+                    self._reserved[delivery_id] = d
+                    out.append(delivery_id)
+                if lot is not None and not lot:
+                    del self._parked[d]
+                if self._inflight[d] <= 0:
+                    del self._inflight[d]
+        return out
+
+    def unreserve(self, delivery_ids: Iterable[uuid.UUID]) -> None:
+        """Give back the places kept for unparked deliveries that did not enter (claimed elsewhere, gone)."""
+        with self._lock:
+            left = [d for i in delivery_ids if (d := self._reserved.pop(i, None)) is not None]
+        self.leave(left)
+
+    def expire(self, max_age_s: float) -> list[Ask]:
+        """Take the deliveries parked longer than `max_age_s` (their destination is not freeing places).
+
+        A little early rather than late: each park's timer is its one look (a loop timer may fire early)."""
+        cutoff = time.monotonic() - max_age_s + PARK_EXPIRY_SLACK_S
+        out: list[Ask] = []
+        with self._lock:
+            for d in list(self._parked):
+                lot = self._parked[d]
+                while lot and next(iter(lot.values()))[0] <= cutoff:
+                    out.append(lot.popitem(last=False)[1][1])
+                if not lot:
+                    del self._parked[d]
+        return out
+
+    @property
+    def parked_count(self) -> int:
+        with self._lock:
+            return sum(len(lot) for lot in self._parked.values())
 
 
 _pacer_lock = threading.Lock()

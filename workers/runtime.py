@@ -100,6 +100,18 @@ async def _close_all(providers: list[Provider[BaseModel]]) -> None:
 _runtime: ProcessRuntime | None = None
 _runtime_lock = threading.Lock()
 
+# Threads beside Celery's pool that hold a session: the send loop's writers and claimers (workers/dispatch.py
+# RECORD_THREADS, CLAIM_THREADS),
+# and a margin for the sweeper's and the health checks'.
+THREADS_BESIDE_POOL = 8
+
+
+def worker_pool_size(settings: Settings) -> int:
+    """Connections a worker process keeps open: one per thread that may hold a session at once. Fewer, and
+    every session beyond the pool opens and closes a connection (a new PostgreSQL backend, its caches cold):
+    under load that churn cost more CPU in the worker and in PostgreSQL than the statements themselves."""
+    return max(settings.database_pool_size, settings.worker_concurrency + THREADS_BESIDE_POOL)
+
 
 def get_runtime() -> ProcessRuntime:
     global _runtime
@@ -117,7 +129,7 @@ def get_runtime() -> ProcessRuntime:
                 settings=settings,
                 loop=loop,
                 loop_thread=thread,
-                sessions=session_factory(settings),
+                sessions=session_factory(settings, worker_pool_size(settings)),
                 keyring=KeyRing.parse(settings.encryption_keys.get_secret_value()),
             )
         return _runtime

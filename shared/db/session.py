@@ -23,11 +23,13 @@ def connection_options(settings: Settings) -> str:
     return f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, pool_size: int | None = None) -> Engine:
+    """`pool_size` connections kept open (default `database_pool_size`), as many again opened per use beyond."""
+    size = pool_size or settings.database_pool_size
     return create_engine(
         settings.database_url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        pool_size=size,
+        max_overflow=size,
         pool_pre_ping=True,
         pool_timeout=5,
         # A dead database must turn into a fast 503, not a hung request; a stalled one too (the options).
@@ -35,13 +37,13 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def get_engine(settings: Settings) -> Engine:
+def get_engine(settings: Settings, pool_size: int | None = None) -> Engine:
     # Keyed by the options too: two apps in one process (tests) with other bounds get their own engine.
-    key = f"{settings.database_url} {connection_options(settings)}"
+    key = f"{settings.database_url} {connection_options(settings)} {pool_size}"
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = make_engine(settings)
+            engine = _engines[key] = make_engine(settings, pool_size)
         return engine
 
 
@@ -53,5 +55,5 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
-def session_factory(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+def session_factory(settings: Settings, pool_size: int | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(settings, pool_size), expire_on_commit=False)

@@ -99,6 +99,47 @@ def test_the_bulkhead_caps_places_per_destination_and_gives_them_back(pacer: Pac
     assert len(pacer.enter(asks(2))[0]) == 1
 
 
+def test_deliveries_over_the_bulkhead_are_parked_and_get_freed_places_oldest_first(pacer: Pacer):
+    """Over the cap, up to `bulkhead_parked_per_destination` wait in the process (no row written) and take
+    each freed place in order; the rest, and those parked too long, are for `waiting`."""
+    settings = pacer.settings.model_copy(
+        update={"bulkhead_sends_per_destination": 2, "bulkhead_parked_per_destination": 3}
+    )
+    pacer = Pacer(settings)
+    entered, over = pacer.enter(asks(7, rate=None))
+    park, rest = pacer.parkable(over)
+    assert (len(entered), len(park), len(rest)) == (2, 3, 2)
+    pacer.park(park)
+    assert pacer.unpark([park[0].destination]) == []  # no free place yet
+    pacer.leave([entered[0].destination])
+    assert pacer.unpark([park[0].destination]) == [park[0].delivery_id]
+    # The freed place is kept for the unparked delivery: a newer arrival does not take it first.
+    newcomer = asks(1, rate=None)
+    assert pacer.enter(newcomer) == ([], newcomer)
+    assert pacer.enter([park[0]]) == ([park[0]], [])
+    pacer.unreserve([park[0].delivery_id])  # entered: nothing left to give back
+    assert pacer.enter(newcomer) == ([], newcomer)
+    assert pacer.parkable(asks(2, rate=None))[0] != []  # a parking place is free again
+    assert pacer.expire(max_age_s=60) == []
+    assert [a.delivery_id for a in pacer.expire(max_age_s=0)] == [a.delivery_id for a in park[1:]]
+    assert pacer.parked_count == 0
+
+
+def test_a_destination_that_answers_fast_earns_places_and_a_slow_one_loses_them(pacer: Pacer):
+    settings = pacer.settings.model_copy(
+        update={"bulkhead_sends_per_destination": 2, "bulkhead_max_sends_per_destination": 4}
+    )
+    pacer = Pacer(settings)
+    fast, hanging = "webhook:fast", "webhook:hanging"
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2
+    pacer.observe([(fast, 0.05)] * 5 + [(hanging, 9.0)] * 5)
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2  # 4 now, 2 of them taken
+    assert len(pacer.enter(asks(9, destination=hanging, rate=None))[0]) == 2  # never more than the base
+    pacer.observe([(fast, 12.0)])  # it slowed down: back to the base
+    pacer.leave([fast] * 4)
+    assert len(pacer.enter(asks(9, destination=fast, rate=None))[0]) == 2
+
+
 def test_destination_keys_name_the_vendor_limit_and_hold_no_secret():
     token = "tok3n-s3cr3t-value"
     hook = DiscordConfig(

@@ -30,6 +30,7 @@ from shared.deliveries import DeliveryState
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
 from workers import dispatch
+from workers.pacing import Ask
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime, get_runtime
 from workers.sending import Job
@@ -62,6 +63,8 @@ class FanoutResult:
     inline: list[Job] = field(default_factory=list)
     #: pending, published as `deliver` batches
     to_publish: list[uuid.UUID] = field(default_factory=list)
+    #: over their destination's bulkhead: parked in this process (workers/pacing.py), holding their room
+    parked: list[Ask] = field(default_factory=list)
 
 
 def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
@@ -94,39 +97,50 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     (fact.id, p.integration_id, p.state, fact.lifecycle_key if p.edit_in_place else None)
                 )
         new_pending: list[tuple[uuid.UUID, uuid.UUID]] = []
+        lifecycle_keys: dict[uuid.UUID, str | None] = {}
         fanned: list[str] = []  # counted once committed
         skipped: list[str] = []
         for start in range(0, len(rows), INSERT_CHUNK_ROWS):
             chunk = rows[start : start + INSERT_CHUNK_ROWS]
+            ids = [uuid.uuid4() for _ in chunk]
             inserted = session.execute(
                 INSERT_DELIVERIES_SQL,
                 {
-                    "ids": [uuid.uuid4() for _ in chunk],
+                    "ids": ids,
                     "event_ids": [r[0] for r in chunk],
                     "integration_ids": [r[1] for r in chunk],
                     "states": [r[2] for r in chunk],
                     "lifecycle_keys": [r[3] for r in chunk],
                 },
             )
+            lifecycle_of = dict(zip(ids, (r[3] for r in chunk), strict=True))
             for delivery_id, state, integration_id in inserted:
                 fanned.append(state)
                 if state == DeliveryState.PENDING:
                     new_pending.append((delivery_id, integration_id))
+                    lifecycle_keys[delivery_id] = lifecycle_of[delivery_id]
                 else:
                     skipped.append(targets[integration_id].provider)
         session.execute(
             update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
         )
-        inline, unsent = dispatch.claim_jobs(
-            session, runtime, new_pending[:inline_limit], {e.id: e for e in events}, integrations
+        claim = dispatch.claim_jobs(
+            session,
+            runtime,
+            new_pending[:inline_limit],
+            {e.id: e for e in events},
+            integrations,
+            lifecycle_keys,
         )
         session.commit()
     for state in fanned:
         metrics.FANOUT_DELIVERIES.labels(state).inc()
-    unsent.skipped += skipped  # skipped at insert (integration disabled), besides those skipped at claim
-    dispatch.count_unsent(unsent)
-    claimed_ids = {j.id for j in inline}
-    return FanoutResult(inline=inline, to_publish=[d for d, _ in new_pending if d not in claimed_ids])
+    # skipped at insert (integration disabled), besides those skipped at claim
+    dispatch.count_unsent(skipped + claim.skipped_providers, claim.superseded_providers)
+    # Every row offered to the claim is settled by it: claimed, or held back in PostgreSQL (waiting, an update
+    # waiting for its root, superseded, skipped) where the sweeper picks it up when due. Publishing one of those
+    # would be a `deliver` task that finds nothing to claim.
+    return FanoutResult(claim.jobs, [d for d, _ in new_pending[inline_limit:]], claim.parked)
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
@@ -158,12 +172,13 @@ def fanout(event_ids: list[str] | str) -> int:
     room = runtime.settings.deliver_batch_size
     if not dispatch.try_reserve(runtime, room):
         room = 0  # the process is full: every new delivery goes to Redis for whichever worker has room
-    sending = 0
+    held = 0
     try:
         result = fan_out_events(runtime, parsed, inline_limit=room)
-        sending = len(result.inline)
+        held = len(result.inline) + len(result.parked)
     finally:
-        dispatch.release_reserved(runtime, room - sending)
+        dispatch.release_reserved(runtime, room - held)
     publish_deliver_batches(result.to_publish)
     dispatch.hand_off(runtime, result.inline)
+    dispatch.park(runtime, result.parked)
     return len(result.inline) + len(result.to_publish)
