@@ -204,4 +204,10 @@ def test_a_hanging_destination_holds_at_most_its_bulkhead(own_stack: Stack, rece
             "SELECT count(*) FROM attempt a JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i",
             i=uuid.UUID(hanging),
         )
-        assert attempts == 10  # waiting for a place used no attempt
+        outcomes = sql(
+            own_stack,
+            "SELECT a.outcome, a.error_class, a.status_code, a.duration_ms FROM attempt a "
+            "JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i ORDER BY a.started_at",
+            i=uuid.UUID(hanging),
+        )
+        assert attempts == 10, outcomes  # waiting for a place used no attempt
