@@ -179,7 +179,9 @@ def test_a_hanging_destination_holds_at_most_its_bulkhead(own_stack: Stack, rece
     own_stack.start_beat()
     own_stack.start_worker(concurrency=4)
     with own_stack.client() as api:
-        hanging = create_webhook(api, receiver.url(hang), project=project, timeout_s=10)
+        # 20 s for an 8 s answer: on a loaded machine a starved fake must not turn the slow answer into a
+        # timeout and a retry (an attempt more than the 10 this test counts).
+        hanging = create_webhook(api, receiver.url(hang), project=project, timeout_s=20)
         ok = create_webhook(api, receiver.url(healthy), project=project)
         for i in range(10):
             post_release(api, project, version=f"2.{i}.0")
