@@ -14,7 +14,8 @@ same module for redrive, purge and skip. It lives in `shared` because both sides
                                         shared/delivery_lifecycles.py, which also makes an update wait:
                                         pending with a later next_attempt_at, no attempt used)
     pending|retrying -> waiting -> pending (destination paced or over its bulkhead: no attempt used)
-    dead|skipped -> pending            (redrive: fresh budget, old attempts kept)
+    dead|skipped -> pending            (redrive: fresh budget, old attempts kept; shared/dead_letter_actions.py,
+                                        with purge)
 
 Statements take row locks in id order, so two batches touching the same rows cannot deadlock.
 """
@@ -29,10 +30,10 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.orm import Session
 
-from shared.db.models import Attempt, Delivery, Integration
+from shared.db.models import Delivery
 from shared.dead_letter_selection import DeadLetterFilter, conditions, count, counts_by_reason
 
 __all__ = [  # the dead-letter selection is re-exported: one import for the API's dead-letter routes
@@ -439,71 +440,6 @@ def skip_integration(session: Session, integration_id: uuid.UUID) -> int:
             queued_at=None,
             updated_at=func.now(),
         )
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-# --- the dead-letter set: redrive (dead|skipped -> pending) and purge -------------------------------------------
-
-
-def redrive_batch(session: Session, f: DeadLetterFilter, limit: int, *, queued: bool) -> list[uuid.UUID]:
-    """Move up to `limit` matching deliveries back to `pending` with a fresh budget; return their ids.
-
-    A fresh budget: attempt_count, the pacing count and the budget clock start again, due now. The earlier
-    attempts stay with `redrives_ago` bumped, so history survives and new attempt numbers do not collide.
-    Deliveries of a disabled integration are left alone (they would only be skipped again).
-    `queued=True` marks them as published (the caller publishes them now); otherwise the sweeper publishes
-    them within a sweep interval. Concurrent or repeated redrives move each row once. The caller commits."""
-    picked = (
-        select(Delivery.id)
-        .join(Integration, Integration.id == Delivery.integration_id)
-        .where(*conditions(f), Integration.enabled.is_(True))
-        .limit(limit)
-        .with_for_update(of=Delivery, skip_locked=True)
-        .scalar_subquery()
-    )
-    ids = list(
-        session.scalars(
-            update(Delivery)
-            .where(Delivery.id.in_(picked), Delivery.state.in_(DEAD_LETTER_STATES))
-            .values(
-                state=S.PENDING,
-                attempt_count=0,
-                paced_count=0,
-                budget_started_at=None,
-                next_attempt_at=func.now(),
-                queued_at=func.now() if queued else None,
-                lease_expires_at=None,
-                dead_reason=None,
-                updated_at=func.now(),
-            )
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if ids:
-        session.execute(
-            update(Attempt)
-            .where(Attempt.delivery_id.in_(ids))
-            .values(redrives_ago=Attempt.redrives_ago + 1)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
-
-
-def purge_batch(session: Session, f: DeadLetterFilter, limit: int) -> int:
-    """Delete up to `limit` matching deliveries (their attempts go with them); the caller commits."""
-    picked = (
-        select(Delivery.id)
-        .where(*conditions(f))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    result = session.execute(
-        delete(Delivery)
-        .where(Delivery.id.in_(picked), Delivery.state.in_(DEAD_LETTER_STATES))
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)

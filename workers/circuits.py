@@ -192,7 +192,7 @@ RELEASE_PACE_MARGIN = 1.25
 def _release_step_s(row: Integration) -> float:
     """The backlog goes out just under the destination's pace, oldest first (unpaced: all at once)."""
     # Imported here: workers.dispatch imports this module (its claim hook).
-    from workers.dispatch import integration_rate
+    from workers.admission import integration_rate
 
     rate = integration_rate(row)
     return RELEASE_PACE_MARGIN / rate.per_s if rate is not None and rate.per_s > 0 else 0.0

@@ -18,6 +18,7 @@ from api.errors import ApiError
 from api.schemas import RECENT_OUTCOMES_WINDOW_S, BulkResult, CircuitOut, IntegrationOut, RecentOutcomes
 from providers import registry
 from providers.base import mask_config, plain_config
+from shared import dead_letter_actions
 from shared import deliveries as deadletters
 from shared.circuits import circuit_of, next_probe_at
 from shared.crypto import DecryptError, KeyRing
@@ -181,12 +182,12 @@ def run_bulk(
     matched = deadletters.count(session, flt)
     if matched <= settings.dlq_inline_limit:
         if action == "redrive":
-            ids = deadletters.redrive_batch(session, flt, max(matched, 1), queued=True)
+            ids = dead_letter_actions.redrive_batch(session, flt, max(matched, 1), queued=True)
             session.commit()
             publish_deliveries(request, ids)
             processed = len(ids)
         else:
-            processed = deadletters.purge_batch(session, flt, max(matched, 1))
+            processed = dead_letter_actions.purge_batch(session, flt, max(matched, 1))
             session.commit()
         return BulkResult(action=action, matched=matched, processed=processed, state="done")
     # A snapshot: rows that die after this request are not part of it.

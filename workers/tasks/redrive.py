@@ -15,7 +15,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy import func, update
 
-from shared import deliveries
+from shared import dead_letter_actions, deliveries
 from shared.db.models import BulkJob
 from shared.tasknames import TASK_REDRIVE
 from workers.runtime import ProcessRuntime, get_runtime
@@ -39,9 +39,9 @@ def run_job(runtime: ProcessRuntime, job_id: uuid.UUID) -> int:
         while True:
             with runtime.sessions() as session:
                 if action == "redrive":
-                    n = len(deliveries.redrive_batch(session, flt, limit, queued=False))
+                    n = len(dead_letter_actions.redrive_batch(session, flt, limit, queued=False))
                 else:
-                    n = deliveries.purge_batch(session, flt, limit)
+                    n = dead_letter_actions.purge_batch(session, flt, limit)
                 session.execute(
                     update(BulkJob).where(BulkJob.id == job_id).values(processed=BulkJob.processed + n)
                 )
