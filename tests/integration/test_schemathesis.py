@@ -143,7 +143,9 @@ EXAMPLES_PER_OPERATION = 8
 
 def fuzz(base_url: str, secrets: tuple[str, ...] = ()) -> list[str]:
     """Run valid and invalid examples of every operation through the checks; raise on the first failure."""
-    api_schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    # A generous timeout: building the OpenAPI document of the whole app takes seconds of CPU, and with the suite
+    # in 4 processes on 2 cores it once took longer than schemathesis's default of 10 s.
+    api_schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=60)
     seen: list[str] = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
