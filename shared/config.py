@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     pacing_fail_open_ratio: float = Field(0.25, gt=0, le=1)
     # A reserved slot is kept this long past its time for the delivery to come back and use it.
     pacing_slot_grace_s: float = Field(30.0, gt=0)
+    # A rate wait of at most this long is held on the worker's own timer (workers/wakeups.py), its row due at the
+    # slot; a longer one goes to `waiting` for the sweeper (every sweep_interval_s). 0: every wait is the sweeper's.
+    pacing_hold_max_s: float = Field(10.0, ge=0)
     # Bulkhead: concurrent sends one process makes to one destination; over it a delivery waits this long.
     bulkhead_sends_per_destination: int = Field(16, ge=1)
     bulkhead_wait_s: float = Field(0.5, gt=0)

@@ -14,6 +14,7 @@ same module for redrive, purge and skip. It lives in `shared` because both sides
                                         shared/delivery_lifecycles.py, which also makes an update wait:
                                         pending with a later next_attempt_at, no attempt used)
     pending|retrying -> waiting -> pending (destination paced or over its bulkhead: no attempt used)
+    pending|retrying -> pending|retrying, due at its slot (paced a few seconds: held on the worker's timer)
     dead|skipped -> pending            (redrive: fresh budget, old attempts kept; shared/dead_letter_actions.py,
                                         with purge)
 
@@ -416,6 +417,42 @@ def wait(session: Session, wait_s: Mapping[uuid.UUID, float]) -> list[uuid.UUID]
         return []
     ids = sorted(wait_s)
     return list(session.scalars(WAIT_SQL, {"ids": ids, "wait_s": [wait_s[i] for i in ids]}))
+
+
+HOLD_SQL = text(
+    """
+    UPDATE delivery d
+       SET next_attempt_at = now() + make_interval(secs => w.wait_s),
+           queued_at = now() + make_interval(secs => w.wait_s),
+           updated_at = now()
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:wait_s AS float8[])) AS w(id, wait_s)
+     WHERE d.id = w.id AND d.state IN ('pending', 'retrying')
+    RETURNING d.id
+    """
+)
+
+UNHOLD_SQL = text(
+    """
+    UPDATE delivery SET queued_at = NULL
+     WHERE id = ANY(CAST(:ids AS uuid[])) AND state IN ('pending', 'retrying') AND queued_at IS NOT NULL
+    """
+)
+
+
+def hold(session: Session, wait_s: Mapping[uuid.UUID, float]) -> list[uuid.UUID]:
+    """Hold claimable deliveries for a slot a few seconds away on the worker's own timer (workers/wakeups.py):
+    due at their slot and marked as published until then, state and attempts untouched. Should the worker
+    vanish, the sweeper republishes them `requeue_after_s` after their slot. The caller commits."""
+    if not wait_s:
+        return []
+    ids = sorted(wait_s)
+    return list(session.scalars(HOLD_SQL, {"ids": ids, "wait_s": [wait_s[i] for i in ids]}))
+
+
+def unhold(session: Session, ids: list[uuid.UUID]) -> None:
+    """Give held deliveries back to the sweeper at once (a worker going away); the caller commits."""
+    if ids:
+        session.execute(UNHOLD_SQL, {"ids": ids})
 
 
 def wake_waiting(session: Session, limit: int) -> list[uuid.UUID]:

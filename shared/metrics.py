@@ -115,6 +115,12 @@ FANOUT_PUBLISH_DROPPED = Counter(
 
 # pacing (issue 12): deliveries that waited for their destination (not attempts), vendor pauses shared by every
 # worker, and limiter checks that fell back to the per-process limit because Redis could not be reached.
+PACED_HELD = Gauge(
+    "herald_paced_held",
+    "Deliveries a worker holds on its own timer for a rate slot a few seconds away (workers/wakeups.py).",
+    multiprocess_mode="livesum",
+)
+
 PACED_WAITS = Counter(
     "herald_paced_waits_total",
     "Deliveries that waited for room at their destination instead of sending (no attempt used).",

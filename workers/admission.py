@@ -3,12 +3,14 @@
 The one place where the circuit (workers/circuits.py), the per-process bulkhead and the shared limiter
 (workers/pacing.py) are asked, in that order, before a claim: an open circuit holds its integration's
 deliveries, a full bulkhead parks them in the process (or, past its parking room, moves them to `waiting`), and
-the limiter gives each the rest a slot now or a wait.
+the limiter gives each the rest a slot now or a wait: a short one on the process's timer (workers/wakeups.py),
+a longer one in `waiting` for the sweeper.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -31,6 +33,18 @@ def integration_rate(integration: Integration) -> Rate | None:
     return default
 
 
+@dataclass
+class Admitted:
+    """What admission made of the candidates it did not leave in `leases` to claim."""
+
+    #: delivery id -> its bulkhead place (destination), for each delivery left in `leases` to claim
+    places: dict[uuid.UUID, str]
+    #: over their destination's bulkhead: park them after the commit
+    parked: list[Ask]
+    #: delivery id -> seconds to its slot, held on the process's timer: `hold` them after the commit
+    held: dict[uuid.UUID, float]
+
+
 def admit(
     session: Session,
     runtime: ProcessRuntime,
@@ -38,10 +52,10 @@ def admit(
     integrations: dict[uuid.UUID, Integration],
     configs: dict[uuid.UUID, BaseModel | str],
     integration_of: dict[uuid.UUID, uuid.UUID],
-) -> tuple[dict[uuid.UUID, str], list[Ask]]:
+) -> Admitted:
     """Hold back what its destination has no room for, or what its circuit holds (workers/circuits.py): parked
-    (unclaimed, in this process) or `waiting` (no attempt used); return the bulkhead place (delivery id ->
-    destination) of each delivery left in `leases` to claim, and the ones to park.
+    (unclaimed, in this process), held for a slot a few seconds away (the row due then, on this process's
+    timer) or `waiting` (no attempt used); return what is left in `leases` to claim with its bulkhead place.
 
     Bulkhead first (local, free), then the shared limiter for those that fit. A row of a disabled integration
     or with an unusable config is left to the claim, which skips or dead-letters it."""
@@ -71,8 +85,19 @@ def admit(
     waits = {a.delivery_id: (runtime.settings.bulkhead_wait_s, "bulkhead") for a in over}
     paced = pacer.waits(entered)
     pacer.leave(a.destination for a in entered if a.delivery_id in paced)
-    waits.update(paced)
+    # A slot a few seconds away is waited for on this process's timer (workers/wakeups.py), not the sweeper's.
+    hold_max_s = runtime.settings.pacing_hold_max_s
+    timed = {d: w for d, (w, _) in paced.items() if w <= hold_max_s}
+    waits.update((d, v) for d, v in paced.items() if d not in timed)
     waits.update((d, (w, "circuit")) for d, w in circuit_held.items())
+    held_for: dict[uuid.UUID, float] = {}
+    if timed:
+        held_ids = set(deliveries.hold(session, timed))
+        held_for = {d: w for d, w in timed.items() if d in held_ids}
+        for delivery_id in timed:
+            leases.pop(delivery_id, None)
+            if delivery_id in held_ids:
+                metrics.PACED_WAITS.labels(integrations[integration_of[delivery_id]].provider, "rate").inc()
     if waits:
         held = set(deliveries.wait(session, {d: w for d, (w, _) in waits.items()}))
         provider_of = {d: integrations[integration_of[d]].provider for d in waits}
@@ -80,4 +105,5 @@ def admit(
             leases.pop(delivery_id, None)
             if delivery_id in held:
                 metrics.PACED_WAITS.labels(provider_of[delivery_id], reason).inc()
-    return {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}, parked
+    places = {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}
+    return Admitted(places, parked, held_for)

@@ -31,25 +31,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery.signals import worker_shutting_down
-from pydantic import BaseModel
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared import deliveries, delivery_lifecycles, metrics
 from shared.db.models import Delivery, Event, Integration
 from shared.db.sql import any_of
-from shared.deliveries import CLAIMABLE, Claimed
+from shared.deliveries import CLAIMABLE
 from shared.errors import RateLimited
-from shared.rendering import RenderedMessage, render
 from workers.admission import admit
-from workers.configs import load_config
 from workers.inflight import Inflight
+from workers.jobs import build_jobs, leases_for, load_configs
 from workers.outcomes import record
 from workers.pacing import Ask, get_pacer
+from workers.publish import publish_deliver_batches
 from workers.recording import Recorder
-from workers.retry import RetryPolicy
 from workers.runtime import ProcessRuntime
-from workers.sending import SEND_GUARD_S, Job, SendResult, attempt_bound_s, lease_s, send_one
+from workers.sending import SEND_GUARD_S, Job, SendResult, send_one
+from workers.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +63,15 @@ class _Process:
     """This process's gate, writer threads, claimer threads and outcome recorder (never inherited across fork)."""
 
     pid: int
+    runtime: ProcessRuntime
     inflight: Inflight
     #: outcome writes (workers/recording.py) and holding parked deliveries back
     writer: ThreadPoolExecutor
     #: claims of unparked deliveries: a freed place is refilled without queueing behind outcome writes
     claimer: ThreadPoolExecutor
     recorder: Recorder
+    #: deliveries held for their rate slot on the loop's timer
+    wakeups: Wakeups
 
 
 _state_lock = threading.Lock()
@@ -89,90 +91,14 @@ def _full_state(runtime: ProcessRuntime) -> _Process:
             writer = ThreadPoolExecutor(RECORD_THREADS, thread_name_prefix="herald-record")
             _state = _Process(
                 os.getpid(),
+                runtime,
                 Inflight(runtime.settings.inflight_sends_per_process),
                 writer,
                 ThreadPoolExecutor(CLAIM_THREADS, thread_name_prefix="herald-unpark"),
                 Recorder(writer, functools.partial(_pause_and_record, runtime)),
+                Wakeups(runtime.loop, functools.partial(_wake_held, runtime)),
             )
         return _state
-
-
-# --- preparing: configs, leases, jobs ---------------------------------------------------------------------------
-
-
-def _configs(
-    runtime: ProcessRuntime, integrations: Iterable[Integration]
-) -> dict[uuid.UUID, BaseModel | str]:
-    """Each integration's config or why it cannot be used; one bad row never raises out of here."""
-    configs: dict[uuid.UUID, BaseModel | str] = {}
-    for integration in integrations:
-        try:
-            configs[integration.id] = load_config(runtime.keyring, integration)
-        except Exception as exc:
-            log.exception("integration %s: its config could not be loaded", integration.id)
-            configs[integration.id] = f"config could not be loaded: {type(exc).__name__}"
-    return configs
-
-
-def _leases(
-    runtime: ProcessRuntime,
-    candidates: Iterable[tuple[uuid.UUID, uuid.UUID]],
-    configs: dict[uuid.UUID, BaseModel | str],
-) -> dict[uuid.UUID, float]:
-    """(delivery id, integration id) -> the lease each claim takes, from its config's longest attempt."""
-    leases: dict[uuid.UUID, float] = {}
-    for delivery_id, integration_id in candidates:
-        if integration_id not in configs:
-            continue  # integration deleted since: its delivery rows went with it
-        config = configs[integration_id]
-        usable = None if isinstance(config, str) else config
-        leases[delivery_id] = lease_s(attempt_bound_s(usable, runtime.settings), runtime.settings)
-    return leases
-
-
-def _jobs(
-    runtime: ProcessRuntime,
-    claimed: list[Claimed],
-    events: dict[uuid.UUID, Event],
-    integrations: dict[uuid.UUID, Integration],
-    configs: dict[uuid.UUID, BaseModel | str],
-) -> list[Job]:
-    messages: dict[uuid.UUID, RenderedMessage | str] = {}
-    jobs: list[Job] = []
-    for c in claimed:
-        integration = integrations[c.integration_id]
-        policy = RetryPolicy.from_settings(
-            runtime.settings,
-            max_retries=integration.retry_max_retries,
-            base_delay_s=integration.retry_base_delay_s,
-        )
-        config = configs[c.integration_id]
-        job = Job(c, integration.provider, None, None, policy, runtime.settings.send_timeout_s)
-        jobs.append(job)
-        if isinstance(config, str):
-            job.setup_error = config
-            continue
-        event = events[c.event_id]
-        if c.event_id not in messages:
-            try:
-                messages[c.event_id] = render(event.facts())
-            except Exception as exc:
-                log.exception("event %s could not be rendered", c.event_id)
-                messages[c.event_id] = f"event could not be rendered: {type(exc).__name__}"
-        message = messages[c.event_id]
-        if isinstance(message, str):
-            job.setup_error = message
-            continue
-        try:
-            # Created here, on the task thread: creating a provider needs the loop itself.
-            job.sender = runtime.provider(integration.provider)
-        except Exception as exc:
-            log.exception("provider %s could not be created", integration.provider)
-            job.setup_error = f"provider {integration.provider!r} could not be created: {type(exc).__name__}"
-            continue
-        job.message, job.config, job.accepted_at = message, config, event.created_at
-        job.attempt_s = attempt_bound_s(config, runtime.settings)
-    return jobs
 
 
 @dataclass
@@ -188,6 +114,8 @@ class Claim:
     superseded_providers: list[str] = field(default_factory=list)
     #: over their destination's bulkhead, left pending and unclaimed: `park` them after the commit
     parked: list[Ask] = field(default_factory=list)
+    #: due at a slot a few seconds away, unclaimed: `hold` them after the commit (workers/wakeups.py)
+    held: dict[uuid.UUID, float] = field(default_factory=dict)
 
 
 def claim_jobs(
@@ -210,9 +138,10 @@ def claim_jobs(
         return Claim()
     candidates, superseded = _ordered_in_lifecycles(session, candidates, lifecycle_keys)
     superseded_providers = [integrations[i].provider for i in superseded if i in integrations]
-    configs = _configs(runtime, integrations.values())
-    leases = _leases(runtime, candidates, configs)
-    places, parked = admit(session, runtime, leases, integrations, configs, dict(candidates))
+    configs = load_configs(runtime, integrations.values())
+    leases = leases_for(runtime, candidates, configs)
+    admitted = admit(session, runtime, leases, integrations, configs, dict(candidates))
+    places = admitted.places
     try:
         claimed, skipped = deliveries.claim(session, leases)
     except BaseException:
@@ -220,11 +149,11 @@ def claim_jobs(
         raise
     integration_of = dict(candidates)
     skipped_providers = [integrations[integration_of[d]].provider for d in skipped]
-    jobs = _jobs(runtime, claimed, events, integrations, configs)
+    jobs = build_jobs(runtime, claimed, events, integrations, configs)
     for job in jobs:
         job.destination = places.pop(job.id, None)
     get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
-    return Claim(jobs, skipped_providers, superseded_providers, parked)
+    return Claim(jobs, skipped_providers, superseded_providers, admitted.parked, admitted.held)
 
 
 def _ordered_in_lifecycles(
@@ -301,6 +230,7 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
         inflight.release(len(delivery_ids) - len(done.jobs) - len(done.parked))
     count_unsent(done.skipped_providers, done.superseded_providers)
     park(runtime, done.parked)
+    hold(runtime, done.held)
     _start(runtime, inflight, done.jobs)
     return len(done.jobs)
 
@@ -380,6 +310,48 @@ def _hold_parked(runtime: ProcessRuntime, expired: list[Ask]) -> None:
         inflight.release(len(expired))
 
 
+# --- held: a rate slot a few seconds away, the row due then, woken by the loop's timer ---------------------------
+
+
+def hold(runtime: ProcessRuntime, held: Mapping[uuid.UUID, float]) -> None:
+    """After the commit that made them due at their slots: claim each of these deliveries at its slot."""
+    if held:
+        _full_state(runtime).wakeups.hold(held)
+
+
+def _wake_held(runtime: ProcessRuntime, ids: list[uuid.UUID]) -> None:
+    """On the loop: their slots have come; claim them in a claimer thread (never on the loop)."""
+    state = _full_state(runtime)
+    state.claimer.submit(_claim_held, runtime, state.inflight, ids)
+
+
+def _claim_held(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID]) -> None:
+    batch = runtime.settings.deliver_batch_size
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        try:
+            if inflight.acquire(len(chunk), block=False):
+                _claim_and_start(runtime, inflight, chunk)
+            else:  # this process is full: whichever worker has room takes them from Redis
+                publish_deliver_batches(chunk)
+        except Exception:
+            # Their rows stay due and marked as published: the sweeper republishes them after requeue_after_s.
+            log.exception("could not claim %d deliveries held for their slot", len(chunk))
+
+
+def _give_back_held(state: _Process) -> None:
+    """A worker going away hands its held deliveries to the sweeper at once (not requeue_after_s later)."""
+    ids = state.wakeups.drain()
+    if not ids:
+        return
+    try:
+        with state.runtime.sessions() as session:
+            deliveries.unhold(session, ids)
+            session.commit()
+    except Exception:
+        log.exception("could not give back %d held deliveries; the sweeper republishes them later", len(ids))
+
+
 # --- on the loop: send, then record each result as soon as it is in -------------------------------------------
 
 
@@ -444,6 +416,9 @@ def _finish_in_flight(how: str = "Warm", **_: Any) -> None:
     # A warm shutdown finishes what was claimed (bounded by the sends' own deadlines); a cold one does not.
     with _state_lock:
         state = _state
-    if how != "Warm" or state is None or state.pid != os.getpid():
+    if state is None or state.pid != os.getpid():
+        return
+    _give_back_held(state)
+    if how != "Warm":
         return
     state.inflight.wait_idle()

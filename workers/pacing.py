@@ -53,7 +53,8 @@ PARK_EXPIRY_SLACK_S = 0.02
 # [4] ticket grace ms | pause ms, [5] slack ms. Returns the wait in ms (0: send now). Times are Redis's own
 # clock (TIME), the same for every worker.
 # GCRA hands out the slots; the list of recent sends then checks what really went: a delivery that came back
-# late from its slot must not go right before the next one on time (vendors count a sliding window).
+# late from its slot must not go right before the next one on time (vendors count a sliding window). That check
+# has no slack: a few ms early per send would add up over a window and come back as a 429.
 LIMITER_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -88,7 +89,7 @@ if ticket then
   local at = tonumber(ticket)
   if at - now > slack then return at - now end
   local wait = spacing()
-  if wait > slack then return wait end
+  if wait > 0 then return wait end
   redis.call('DEL', KEYS[3])
   return go()
 end
@@ -98,7 +99,7 @@ local allow_at = tat - (burst - 1) * interval
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now + interval))
 if allow_at - now <= slack then
   local wait = spacing()
-  if wait <= slack then return go() end
+  if wait <= 0 then return go() end
   allow_at = now + wait
 end
 redis.call('SET', KEYS[3], allow_at, 'PX', math.ceil(allow_at - now + tonumber(ARGV[4])))

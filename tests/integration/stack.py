@@ -280,13 +280,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, message: str) -> None:
+def wait_until(predicate: Callable[[], bool], timeout_s: float, message: str | Callable[[], str]) -> None:
+    """Poll `predicate`; on timeout fail with `message` (a callable is asked then, so it shows the state at the
+    end rather than at the call)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(message)
+    raise AssertionError(message() if callable(message) else message)
 
 
 # API helpers

@@ -121,6 +121,39 @@ def test_a_discord_burst_drains_at_the_webhook_rate_across_two_workers(own_stack
         assert exhausted(own_stack, integration) == 0
 
 
+@pytest.mark.timeout(300)
+def test_a_burst_paced_a_few_seconds_drains_on_the_workers_own_timers_with_no_sweeper(
+    own_stack: Stack, project
+):
+    """Repro (before): a delivery that had to wait for its slot went to `waiting` and came back only when the
+    sweeper woke it, so each destination moved about one delivery per sweep (the pacing bench drained at 0.32 of
+    the sum of the limits). A wait of at most `pacing_hold_max_s` is held on the worker's own timer: with no
+    beat and no sweeper at all, a burst whose last slot is 6 s away (20 events, 5 per 2 s) is delivered in full,
+    every row due at its slot and never `waiting`."""
+    n = 20
+    with DiscordFake(rate=RateLimit(5, 2.0)) as discord:
+        own_stack.start_worker(concurrency=4, with_sweeper=False)
+        with own_stack.client() as api:
+            integration = create_integration(
+                api, "discord", project, {"webhook_url": discord.webhook_url(project)}
+            )
+            burst(api, project, n)
+            wait_until(
+                lambda: states(own_stack, integration).get("delivered", 0) == n,
+                60,
+                lambda: f"not all delivered without a sweeper: {states(own_stack, integration)}",
+            )
+        assert discord.window is not None
+        assert discord.window.accepted == n
+        assert discord.window.refused <= 2, f"{discord.window.refused} 429s"
+        [(attempts,)] = sql(
+            own_stack,
+            "SELECT count(*) FROM attempt a JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i",
+            i=uuid.UUID(integration),
+        )
+        assert attempts == n + discord.window.refused  # held for a slot is not an attempt
+
+
 @pytest.mark.timeout(600)
 def test_with_pacing_off_the_same_discord_burst_is_answered_with_429s(own_stack: Stack, project):
     """The same burst with pacing off: every worker sends as fast as it can, and the webhook refuses most."""
