@@ -7,7 +7,8 @@ like its API-only phase: single POST /v1/events/release for a project without ro
 first (connection pools, key cache, imports); each next round prints its figures, so one run gives its own
 spread. `--e2e` runs bench/run.py's end-to-end phase instead (a webhook route to an instant receiver, 32
 clients, the API sharing the CPU with the worker, PostgreSQL and the receiver) and prints the API's share of it.
-With BENCH_PY_SPY_DIR set, the API process is sampled by py-spy in the last round (raw collapsed stacks).
+With BENCH_PY_SPY_DIR set, the API process is sampled by py-spy in the last round (the thread holding the GIL,
+so where its CPU goes; raw collapsed stacks).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _py_spy(herald: Herald) -> subprocess.Popen[bytes] | None:
     pid = herald.apis[0].pid
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--rate", "250",
-         "--format", "raw", "--output", str(Path(out_dir) / f"api-{pid}.txt"), "--nonblocking"],
+         "--format", "raw", "--output", str(Path(out_dir) / f"api-{pid}.txt"), "--nonblocking", "--gil"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
