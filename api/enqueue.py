@@ -4,9 +4,12 @@ Publishing is best-effort: the row is already committed, and the sweeper publish
 it. After a failed publish the API stops trying for `PUBLISH_BACKOFF_S`, so a Redis outage costs one slow
 publish, not every request.
 
-Fan-out requests are coalesced: `fanout(event_id)` hands the id to a publisher thread and returns at once; the
-thread publishes ONE `fanout` message for every id that arrived within `FANOUT_LINGER_S` (up to
-`FANOUT_MAX_IDS`). Under load a worker then fans out hundreds of events in a few statements and sends their
+Fan-out requests are coalesced: `fanout(event_id)` stages the id on the event loop and returns at once; every
+`FANOUT_LINGER_S` (or at `FANOUT_MAX_IDS`) the loop hands the staged ids as ONE list to a publisher thread, which
+publishes ONE `fanout` message for them. Staging on the loop, not handing each id to the thread, matters for the
+API's CPU: a put on a queue the thread waits on wakes it, and a thread switch (GIL hand-over) per accepted event
+cost more than the publish (bench/api_accept.py). A caller without a running loop hands its id over directly
+(published at once, uncoalesced). The staged list assumes one loop serves the app at a time, as EventStore does. Under load a worker then fans out hundreds of events in a few statements and sends their
 deliveries in large concurrent batches, instead of paying a Celery message, a task and several round trips per
 event (bench/run.py measures the difference). An API process that dies before publishing loses only Redis
 messages: its events are in PostgreSQL and the sweeper fans them out after `fanout_grace_s`.
@@ -18,7 +21,7 @@ of memory. Beyond the bound an id is dropped (and counted): its event is committ
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import queue
 import threading
@@ -53,7 +56,13 @@ class Enqueuer:
         self._queue = settings.queue_name
         self._skip_until = 0.0
         self._lock = threading.Lock()
-        self._pending: queue.Queue[str | None] = queue.Queue(maxsize=settings.fanout_buffer_max_ids)
+        # Lists of ids for the publisher thread; the bound is on ids (`_buffered_ids`), not on lists.
+        self._pending: queue.Queue[list[str] | None] = queue.Queue()
+        self._buffer_max_ids = settings.fanout_buffer_max_ids
+        self._buffered_ids = 0
+        # Ids staged on the loop that serves requests, handed over in one list per FANOUT_LINGER_S.
+        self._staged: list[str] = []
+        self._staged_loop: asyncio.AbstractEventLoop | None = None
         self.dropped_ids = 0
         self._publisher = threading.Thread(target=self._publish_loop, name="fanout-publisher", daemon=True)
         self._publisher.start()
@@ -61,18 +70,43 @@ class Enqueuer:
     def fanout(self, event_id: str) -> None:
         """Queue a fan-out for publishing; never blocks, on Redis or on a full buffer."""
         try:
-            self._pending.put_nowait(event_id)
-        except queue.Full:
-            with self._lock:
-                self.dropped_ids += 1
-                first = self.dropped_ids == 1
-            FANOUT_PUBLISH_DROPPED.inc()
-            if first:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._offer([event_id])
+            return
+        if loop is not self._staged_loop:
+            # Another loop than the staged ids' (a test client's): theirs may never run its timer again.
+            self._hand_off()
+            self._staged_loop = loop
+        if not self._staged:
+            loop.call_later(FANOUT_LINGER_S, self._hand_off)
+        self._staged.append(event_id)
+        if len(self._staged) >= FANOUT_MAX_IDS:
+            self._hand_off()  # the timer set above finds an empty list or a newer one: harmless either way
+
+    def _hand_off(self) -> None:
+        staged, self._staged = self._staged, []
+        if staged:
+            self._offer(staged)
+
+    def _offer(self, ids: list[str]) -> None:
+        with self._lock:
+            room = max(self._buffer_max_ids - self._buffered_ids, 0)
+            taken = ids[:room]
+            self._buffered_ids += len(taken)
+            dropped = len(ids) - len(taken)
+            first_drop = dropped > 0 and self.dropped_ids == 0
+            self.dropped_ids += dropped
+        if taken:
+            self._pending.put_nowait(taken)
+        if dropped:
+            FANOUT_PUBLISH_DROPPED.inc(dropped)
+            if first_drop:
                 log.warning("fan-out publish buffer full (Redis slow?); the sweeper fans out the rest")
 
     def pending_ids(self) -> int:
-        """Ids waiting for the publisher thread (at most `fanout_buffer_max_ids`)."""
-        return self._pending.qsize()
+        """Ids waiting for the publisher thread (at most `fanout_buffer_max_ids`), and those staged on the loop."""
+        return self._buffered_ids + len(self._staged)
 
     def send(self, task_name: str, args: list[Any]) -> bool:
         """Publish one task by name on the main queue; False (logged) if Redis did not take it."""
@@ -92,27 +126,29 @@ class Enqueuer:
             first = self._pending.get()
             if first is None:
                 return
-            batch = [first]
-            deadline = time.monotonic() + FANOUT_LINGER_S
+            batch = first
             stop = False
+            # Lists from the loop were gathered over FANOUT_LINGER_S already: take what else is here, no waiting.
             while len(batch) < FANOUT_MAX_IDS:
-                left = deadline - time.monotonic()
                 try:
-                    item = self._pending.get(timeout=left) if left > 0 else self._pending.get_nowait()
+                    item = self._pending.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
-            self.send(TASK_FANOUT, [batch])
+                batch = batch + item
+            with self._lock:
+                self._buffered_ids -= len(batch)
+            for start in range(0, len(batch), FANOUT_MAX_IDS):
+                self.send(TASK_FANOUT, [batch[start : start + FANOUT_MAX_IDS]])
             if stop:
                 return
 
     def close(self) -> None:
         """Publish what is queued, then stop the publisher."""
-        # If the publisher is stuck on Redis the buffer may stay full: what it holds is in PostgreSQL anyway.
-        with contextlib.suppress(queue.Full):
-            self._pending.put(None, timeout=5)
+        self._hand_off()
+        # If the publisher is stuck on Redis what it holds stays unpublished: it is in PostgreSQL anyway.
+        self._pending.put(None)
         self._publisher.join(timeout=5)
         self._app.close()

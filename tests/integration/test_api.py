@@ -489,3 +489,36 @@ def test_an_event_without_deliveries_says_why(own_stack: Stack, receiver, projec
         delivered = post_release(client, project, environment="staging", version="1.4.3")
         wait_until(lambda: shown(delivered)["deliveries"] != [], 30, "no delivery")
         assert shown(delivered)["no_deliveries"] is None
+
+
+def test_fanout_ids_accepted_on_the_loop_are_published_in_few_messages(own_stack: Stack):
+    """Ids staged on the event loop within the linger go to Redis as ONE `fanout` message (FANOUT_MAX_IDS at
+    most each), not one message or one publisher-thread wake-up per accepted event."""
+    import asyncio
+    import base64
+    import json
+
+    import redis
+
+    from api.enqueue import FANOUT_LINGER_S, FANOUT_MAX_IDS, Enqueuer
+    from shared.tasknames import TASK_FANOUT
+
+    settings = own_stack.settings()
+    enqueuer = Enqueuer(settings)
+    ids = [f"event-{n}" for n in range(FANOUT_MAX_IDS + 200)]
+
+    async def accept_all() -> None:
+        for event_id in ids:  # no await between them: all within one linger
+            enqueuer.fanout(event_id)
+        # A later timer than the linger's: the loop runs the hand-off of the last 200 ids before this resumes.
+        await asyncio.sleep(FANOUT_LINGER_S * 2)
+
+    asyncio.run(accept_all())
+    enqueuer.close()  # publishes what is staged or buffered, then joins the publisher
+    client = redis.Redis.from_url(settings.redis_url)
+    messages = [json.loads(raw) for raw in client.lrange(settings.queue_name, 0, -1)]
+    client.close()
+    assert all(m["headers"]["task"] == TASK_FANOUT for m in messages)
+    batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+    assert sorted(len(b) for b in batches) == [200, FANOUT_MAX_IDS]
+    assert sorted(i for b in batches for i in b) == sorted(ids)
