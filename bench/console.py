@@ -39,7 +39,7 @@ from api.routes._common import encode_cursor
 from api.routes.events import event_detail
 from api.routes.incidents import lifecycle_detail, lifecycle_page
 from bench.console_data import Shape, fill
-from bench.run import free_port, pct, wait_http
+from bench.system import free_port, pct, wait_http
 from shared.crypto import generate_key_spec
 from shared.migrate import upgrade
 
