@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from api.deps import Principal
 from api.queries.dead_letters import dead_letter_filter, dead_letter_page
@@ -38,8 +38,8 @@ from api.queries.events import EventQuery, event_page
 from api.routes._common import encode_cursor
 from api.routes.events import event_detail
 from api.routes.incidents import lifecycle_detail, lifecycle_page
-from bench.console_data import Shape, fill
-from bench.run import free_port, pct, wait_http
+from bench.console_data import Shape, fill, recorded
+from bench.system import free_port, pct, wait_http
 from shared.crypto import generate_key_spec
 from shared.migrate import upgrade
 
@@ -110,21 +110,6 @@ def timed(client: httpx.Client, path: str, requests: int) -> tuple[float, float,
         samples.append((time.perf_counter() - start) * 1000)
         assert r.status_code == 200, (path, r.status_code)
     return pct(samples, 50), pct(samples, 99), len(r.content)
-
-
-def recorded(engine: Engine, run: Callable[[Session], Any]) -> list[tuple[str, Any]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        with sessionmaker(engine)() as session:
-            run(session)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    return statements
 
 
 def scans(plan: dict[str, Any]) -> list[str]:

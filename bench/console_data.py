@@ -2,16 +2,21 @@
 
 Filled with `INSERT ... SELECT generate_series` (no row goes through Python), for bench/console.py (100k
 deliveries, 10k dead letters) and tests/integration/test_list_indexes.py (enough rows for the planner to
-prefer an index). Ids are md5-derived UUIDs, so a row's id is a function of its number.
+prefer an index). Ids are md5-derived UUIDs, so a row's id is a function of its number. Also what both then
+do with the filled database: record the statements the query layer sends (`recorded`), to EXPLAIN them.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 DEAD_REASONS = ("retries_exhausted", "auth_failed", "target_gone", "invalid_payload", "internal_error")
 
@@ -121,3 +126,19 @@ def fill(conn: psycopg.Connection, integration_ids: Sequence[uuid.UUID], shape: 
             )
     for table in ("event", "delivery", "attempt", "gateway_lifecycle"):
         conn.execute(f"ANALYZE {table}")
+
+
+def recorded(engine: Engine, run: Callable[[Session], Any]) -> list[tuple[str, Any]]:
+    """The statements (with their parameters) that `run` sends through a session on `engine`, in order."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with sessionmaker(engine)() as session:
+            run(session)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return statements

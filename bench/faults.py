@@ -42,6 +42,7 @@ import psycopg
 import redis
 from aiohttp import web
 
+from bench.system import free_port, spawn_redis_server
 from shared.crypto import generate_key_spec
 from shared.migrate import upgrade
 
@@ -64,14 +65,6 @@ FAST_ENV = {
     "HERALD_EGRESS_ALLOW_CIDRS": "127.0.0.1/32",
     "HERALD_WORKER_HEARTBEAT_INTERVAL_S": "1",
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -209,22 +202,7 @@ class Redis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Redis:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            cwd=self.workdir,
-            stdout=(self.workdir / "redis.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = spawn_redis_server(self.port, self.workdir / "redis.log", append_log=True)
         wait_until(lambda: self.client().ping(), 10, "the private redis-server")
         return self
 

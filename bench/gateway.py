@@ -43,7 +43,6 @@ from bench.system import (
     receiver_process,
     receiver_reset,
     receiver_stats,
-    started,
     wait_received,
 )
 
@@ -290,9 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     # Kept after the run: api.log, worker.log and beat.log are where a failed start explains itself.
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-gateway-"))
     print(f"logs in {workdir}")
-    # Its own database and Redis db, so it can run beside `make bench`; start-up on a loaded machine is slow.
-    herald = Herald(workdir, database="herald_bench_gateway", redis_db=14, ready_timeout_s=180)
-    with receiver_process(50) as receiver_url, started(herald):
+    # Herald has a database and a redis-server of its own, so this can run beside `make bench`; start-up on a
+    # loaded machine is slow.
+    with receiver_process(50) as receiver_url, Herald(workdir, ready_timeout_s=180) as herald:
         measured = accept_phase(herald, args.events, args.rounds, args.warmup, args.concurrency)
         lifecycle = _with_cpu(
             herald,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from bench.run import PG_ADMIN, Herald, load_phase, receiver_process
+from bench.run import load_phase
+from bench.system import PG_ADMIN, Herald, receiver_process
 
 
 def connections(herald: Herald) -> int:

@@ -1,16 +1,16 @@
-"""What every benchmark here shares: the real system (`Herald`: fresh database, own Redis db, uvicorn API,
-celery worker, beat), the local receiver process, and the small helpers around them (admin auth, a webhook
-integration, receiver stats, percentiles, one concurrent accept-rate measurement).
+"""What every benchmark here shares: the real system (`Herald`: a fresh database and a redis-server of its own,
+uvicorn API(s), celery worker(s), beat), the local receiver process, and the small helpers around them (admin
+auth, a webhook integration, receiver stats, percentiles, one concurrent accept-rate measurement).
 
-Used by bench/run.py (`make bench`), bench/gateway.py and bench/pacing.py, so each brings the system up the
-same way and their figures compare.
+Used by bench/run.py (`make bench`), bench/scaleout.py, bench/gateway.py, bench/pacing.py and bench/console.py,
+so each brings the system up the same way (one start-up) and their figures compare.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,9 +31,10 @@ from shared.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-#: `make bench`'s database and Redis db; another benchmark passes its own to Herald so both can run at once
+#: prefix of each run's own database (a random suffix is added)
 BENCH_DB = "herald_bench"
-BENCH_REDIS_DB = 15
+#: the database number in the run's own redis-server
+BENCH_REDIS_DB = 0
 ADMIN_KEY = "hk_bench_" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -82,100 +83,138 @@ def receiver_process(delay_ms: float) -> Iterator[str]:
         proc.wait(10)
 
 
+def spawn_redis_server(port: int, log: Path, *, append_log: bool = False) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:`port` that persists nothing (a restart comes back empty), its output in
+    `log` (appended to where a benchmark restarts it: bench/faults.py)."""
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=log.parent,
+        stdout=log.open("ab" if append_log else "wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+class PrivateRedis:
+    """A redis-server of the run's own on a free port, nothing persisted (no other run can flush it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def __enter__(self) -> PrivateRedis:
+        self.proc = spawn_redis_server(self.port, self.workdir / f"redis-{self.port}.log")
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.__exit__()
+                        raise RuntimeError(f"redis-server on :{self.port} did not come up") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
 class Herald:
-    """The real system: fresh database, own Redis db, uvicorn API, worker, beat."""
+    """The real system: a database and a redis-server of its own, uvicorn API, worker, beat."""
 
     def __init__(
         self,
         workdir: Path,
         extra_env: dict[str, str] | None = None,
         *,
-        database: str = BENCH_DB,
-        redis_db: int = BENCH_REDIS_DB,
+        workers: int = 1,
+        apis: int = 1,
         ready_timeout_s: float = 120,
     ) -> None:
         self.workdir = workdir
-        self.extra_env = extra_env or {}  # HERALD_* overrides for a phase of its own (bench/pacing.py)
-        self.database = database
-        self.redis_db = redis_db
         # a loaded 2-core machine can take longer than 30 s (importing the API alone has taken 28 s)
         self.ready_timeout_s = ready_timeout_s
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = extra_env or {}  # HERALD_* overrides for a phase of its own (bench/pacing.py)
+        self.ports = [free_port() for _ in range(max(apis, 1))]
+        self.port = self.ports[0]
+        #: every API replica (bench/scaleout.py spreads its clients over them); `url` is the first
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.url = self.urls[0]
+        self.worker_count = max(workers, 1)
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None  # the first worker process
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.apis: list[subprocess.Popen[bytes]] = []
+        self.beat: subprocess.Popen[bytes] | None = None
+        self.db_name = f"{BENCH_DB}_{uuid.uuid4().hex[:8]}"
+        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.db_name}"
+        self.redis = PrivateRedis(workdir)
+        self._db_created = False
 
     def __enter__(self) -> Herald:
+        # A start-up that fails half-way stops what it started (a next run's tasks would land on orphans).
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> Herald:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.database}"')
-        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}"
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            if os.environ.get("BENCH_PG_LOG_STATEMENTS"):
+                # Profiling aid: every statement of this run in the server log (count them per delivery).
+                conn.execute(f"ALTER DATABASE \"{self.db_name}\" SET log_statement = 'all'")
+        self._db_created = True
         upgrade(self.database_url)
-        redis.Redis(db=self.redis_db).flushdb()
+        self.redis.__enter__()
         metrics_dir = self.workdir / "metrics"
         metrics_dir.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         env.update(
             HERALD_DATABASE_URL=self.database_url,
-            HERALD_REDIS_URL=f"redis://127.0.0.1:6379/{self.redis_db}",
+            HERALD_REDIS_URL=self.redis.url(BENCH_REDIS_DB),
             HERALD_ENCRYPTION_KEYS=generate_key_spec("bench"),
             HERALD_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
             HERALD_EGRESS_ALLOW_CIDRS="127.0.0.1/32",
             HERALD_WORKER_METRICS_PORT=str(free_port()),
         )
         env.update(self.extra_env)
-        api_env = dict(env)
-        worker_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.app:app",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            api_env,
-            "api.log",
-        )
-        self.worker = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                "herald,herald.sweep",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                os.environ.get("BENCH_WORKER_LOG", "warning"),
-            ],
-            worker_env,
-            "worker.log",
-        )
-        self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "beat",
-                "-l",
-                "warning",
-                "-s",
-                str(self.workdir / "beat-schedule"),
-            ],
-            env,
-            "beat.log",
-        )
+        for n, port in enumerate(self.ports):
+            argv = [sys.executable, "-m", "uvicorn", "api.app:app", "--port", str(port), "--log-level", "warning",
+                    "--no-access-log"]  # fmt: skip
+            self.apis.append(self._spawn(argv, dict(env), f"api-{n}.log"))
+        for n in range(self.worker_count):
+            # Each worker process serves its own metrics (its own port and multiprocess directory).
+            own_metrics = metrics_dir / str(n)
+            own_metrics.mkdir()
+            worker_env = dict(
+                env, PROMETHEUS_MULTIPROC_DIR=str(own_metrics), HERALD_WORKER_METRICS_PORT=str(free_port())
+            )
+            argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "herald,herald.sweep",
+                    "-n", f"bench{n}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "-l", os.environ.get("BENCH_WORKER_LOG", "warning")]  # fmt: skip
+            self.workers.append(self._spawn(argv, worker_env, f"worker-{n}.log"))
+        self.worker = self.workers[0]
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "-l", "warning", "-s",
+                str(self.workdir / "beat-schedule")]  # fmt: skip
+        self.beat = self._spawn(argv, env, "beat.log")
+        for url in self.urls[1:]:
+            wait_http(url + "/readyz", timeout_s=self.ready_timeout_s)
         wait_http(self.url + "/readyz", timeout_s=self.ready_timeout_s)
         time.sleep(2)  # let the worker's pool come up
         return self
@@ -188,9 +227,17 @@ class Herald:
         return proc
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds used so far by each part of the system on this machine (processes grouped by role)."""
-        assert self.worker is not None
-        roles = {self.procs[0].pid: "api", self.worker.pid: "worker", self.procs[2].pid: "beat"}
+        """CPU seconds used so far by each part of the system on this machine (processes grouped by role).
+
+        `postgres` is the backends serving this run's database (their titles name it) and `redis` this run's
+        own redis-server: other sessions on a shared machine land in `postgres_shared` (PostgreSQL's own
+        background processes, and everyone else's backends) and `other`."""
+        assert self.beat is not None
+        roles = {p.pid: "api" for p in self.apis} | {p.pid: "worker" for p in self.workers}
+        roles[self.beat.pid] = "beat"
+        if self.redis.proc is not None:
+            roles[self.redis.proc.pid] = "redis"
+        own_db = f" {self.db_name} "
         totals: dict[str, float] = {}
         for proc in psutil.process_iter(["name", "cmdline"]):
             try:
@@ -203,10 +250,8 @@ class Herald:
                 roles.get(proc.pid)
                 or roles.get(proc.ppid())
                 or (
-                    "postgres"
+                    ("postgres" if own_db in cmdline else "postgres_shared")
                     if name.startswith("postgres")
-                    else "redis"
-                    if name.startswith("redis")
                     else "receiver"
                     if "bench.receiver" in cmdline
                     else "bench_client"
@@ -217,11 +262,38 @@ class Herald:
             totals[role] = totals.get(role, 0.0) + times.user + times.system
         return totals
 
+    @contextmanager
+    def profiled(self, phase: str) -> Iterator[None]:
+        """With BENCH_PY_SPY_DIR set, sample the worker with py-spy during the phase (only the thread holding the GIL: where its CPU goes) (collapsed stacks, one
+        line per stack with its sample count: `sort -k2 -n` or a flame graph tool reads them)."""
+        out_dir = os.environ.get("BENCH_PY_SPY_DIR")
+        if not out_dir or self.worker is None:
+            yield
+            return
+        out = Path(out_dir) / f"worker-{phase}-{self.worker.pid}.txt"
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.worker.pid), "--rate", "200", "--format", "raw",
+             "--output", str(out), "--nonblocking", "--threads", "--gil"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / "py-spy.log").open("wb"),
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(10)
+
     def worker_rss_mb(self) -> float:
         """Resident memory of the worker (its process and any pool children)."""
-        assert self.worker is not None
-        main = psutil.Process(self.worker.pid)
-        return float(sum(p.memory_info().rss for p in [main, *main.children(recursive=True)]) / 2**20)
+        total = 0
+        for worker in self.workers:
+            main = psutil.Process(worker.pid)
+            total += sum(p.memory_info().rss for p in [main, *main.children(recursive=True)])
+        return float(total / 2**20)
 
     def __exit__(self, *_: object) -> None:
         for proc in self.procs:
@@ -231,6 +303,13 @@ class Herald:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)
+        self.procs.clear()
+        self.redis.__exit__()
+        if self._db_created:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            self._db_created = False
 
 
 async def receiver_stats(session: aiohttp.ClientSession, receiver_url: str) -> dict[str, Any]:
@@ -270,21 +349,6 @@ async def wait_received(
             return time.time()
         await asyncio.sleep(0.05)
     raise TimeoutError(f"receiver got fewer than {count} deliveries in {timeout_s}s")
-
-
-@contextlib.contextmanager
-def started(herald: Herald) -> Iterator[Herald]:
-    """`with Herald(...)`, but a start-up that fails half-way still stops what it started (Herald.__enter__
-    raising leaves its API, worker and beat running, and a next run's tasks land on the orphans)."""
-    try:
-        herald.__enter__()
-    except BaseException:
-        herald.__exit__(None, None, None)
-        raise
-    try:
-        yield herald
-    finally:
-        herald.__exit__(None, None, None)
 
 
 @dataclass

@@ -14,12 +14,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 
 from api.console.forms import local_value, parse, text, utc_field, uuid_field
+from api.console.listing import PAGE_SIZE, page_limit, paging
 from api.console.pages import ConsoleError, field_errors, redirect, render
 from api.console.session import Editor, Viewer
 from api.deps import DbSession
 from api.errors import ApiError
 from api.queries.dead_letters import dead_letter_filter, dead_letter_page, selection
-from api.routes._common import MAX_PAGE, run_bulk
+from api.routes._common import run_bulk
 from api.schemas import BulkJobOut, DeadLetterSelect
 from providers import registry
 from shared import deliveries as deadletters
@@ -27,7 +28,6 @@ from shared.db.models import BulkJob, Integration
 
 router = APIRouter(prefix="/dead-letters")
 
-PAGE_SIZE = 50
 STATE_CHOICES = {"dead": ("dead",), "skipped": ("skipped",), "both": ("dead", "skipped")}
 
 
@@ -115,7 +115,7 @@ def dead_letters_page(
     page = None
     try:
         flt = _filter(f)
-        page = dead_letter_page(session, flt, limit=max(1, min(limit, MAX_PAGE)), cursor=cursor)
+        page = dead_letter_page(session, flt, limit=page_limit(limit), cursor=cursor)
     except ApiError as exc:
         errors = field_errors(exc)
     integrations = _integrations(session)
@@ -135,17 +135,14 @@ def dead_letters_page(
             "f": f,
             "errors": errors,
             "page": page,
-            "integrations": integrations,
+            "integration_choices": [(str(i), f"{n} ({p})") for i, n, p in integrations],
             "names": names,
             "providers": registry.names(),
             "bulk": f.selection_body() if page is not None else {},
             "filtered": bool({k for k in query if k != "state"}),
             "job": job_out,
             "job_status": _job_status(job_out) if job_out else None,
-            "next_url": "/console/dead-letters?" + urlencode({**query, "cursor": page.next_cursor})
-            if page is not None and page.next_cursor
-            else None,
-            "first_url": "/console/dead-letters?" + urlencode(query) if cursor else None,
+            **paging("/console/dead-letters", query, page.next_cursor if page else None, cursor),
             "refresh_url": "/console/dead-letters?" + urlencode(query),
             "reason_url": lambda r: "/console/dead-letters?" + urlencode({**query, "reason": r}),
             "local_value": local_value,

@@ -4,29 +4,25 @@ delivery with every attempt: status, duration, error class, redacted excerpt; `G
 from __future__ import annotations
 
 import uuid
-from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from api.console.forms import text, utc_field
+from api.console.listing import PAGE_SIZE, integration_names, page_limit, paging
 from api.console.pages import ConsoleError, field_errors, render
 from api.console.session import Viewer
 from api.deps import DbSession
 from api.errors import ApiError
 from api.queries.events import EventQuery, event_page
 from api.queries.keyset import check_time_range
-from api.routes._common import MAX_PAGE
 from api.routes.events import event_detail
-from shared.db.models import SEVERITIES, Integration
+from shared.db.models import SEVERITIES
 from shared.routing import EVENT_KINDS
 
 router = APIRouter(prefix="/events")
 
-PAGE_SIZE = 50
 FIELDS = ("q", "project", "kind", "type", "environment", "severity", "since", "until")
 
 
@@ -79,7 +75,7 @@ def events_page(
     errors: dict[str, str] = {}
     page = None
     try:
-        page = event_page(session, _query(values), limit=max(1, min(limit, MAX_PAGE)), cursor=cursor)
+        page = event_page(session, _query(values), limit=page_limit(limit), cursor=cursor)
     except ApiError as exc:
         errors = field_errors(exc)
     query = {k: v for k, v in values.items() if v}
@@ -93,10 +89,7 @@ def events_page(
             "page": page,
             "kinds": EVENT_KINDS,
             "severities": SEVERITIES,
-            "next_url": "/console/events?" + urlencode({**query, "cursor": page.next_cursor})
-            if page is not None and page.next_cursor
-            else None,
-            "first_url": "/console/events?" + urlencode(query) if cursor else None,
+            **paging("/console/events", query, page.next_cursor if page else None, cursor),
         },
         status_code=422 if errors else 200,
     )
@@ -108,17 +101,7 @@ def event_timeline(event_id: str, request: Request, session: DbSession, user: Vi
         detail = event_detail(session, user.principal, uuid.UUID(event_id))
     except (ValueError, ApiError):
         raise ConsoleError(404, "Event not found", "No event has this id.", user=user) from None
-    ids = {d.integration_id for d in detail.deliveries}
-    names: dict[Any, tuple[str, str]] = (
-        {
-            i: (n, p)
-            for i, n, p in session.execute(
-                select(Integration.id, Integration.name, Integration.provider).where(Integration.id.in_(ids))
-            )
-        }
-        if ids
-        else {}
-    )
+    names = integration_names(session, {d.integration_id for d in detail.deliveries})
     return render(
         request,
         user,

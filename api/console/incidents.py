@@ -4,27 +4,24 @@ and history (every dispatch with its deliveries and attempts), from the API's ow
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from typing import Annotated
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from api.console.forms import text
+from api.console.listing import PAGE_SIZE, integration_names, page_limit, paging
 from api.console.pages import ConsoleError, field_errors, render
 from api.console.session import Viewer
 from api.deps import DbSession
 from api.errors import ApiError
-from api.routes._common import MAX_PAGE
 from api.routes.incidents import lifecycle_detail, lifecycle_page
-from shared.db.models import Integration
 from shared.events import GATEWAY_SEVERITIES
 
 router = APIRouter(prefix="/incidents")
 
-PAGE_SIZE = 50
 KINDS = {"incident": "Incidents", "thing": "Things"}
 OPEN_CHOICES = {"": None, "open": True, "closed": False}
 
@@ -72,7 +69,7 @@ def incidents_page(
             is_open=OPEN_CHOICES[values["state"]],
             severity=text(values["severity"]) if kind == "incident" else None,
             cursor=cursor,
-            limit=max(1, min(limit, MAX_PAGE)),
+            limit=page_limit(limit),
         )
     except ApiError as exc:
         if exc.status_code == 404:
@@ -90,10 +87,7 @@ def incidents_page(
             "errors": errors,
             "page": page,
             "severities": GATEWAY_SEVERITIES,
-            "next_url": "/console/incidents?" + urlencode({**query, "cursor": page.next_cursor})
-            if page is not None and page.next_cursor
-            else None,
-            "first_url": "/console/incidents?" + urlencode(query) if cursor else None,
+            **paging("/console/incidents", query, page.next_cursor if page else None, cursor),
         },
         status_code=422 if errors else 200,
     )
@@ -109,16 +103,8 @@ def lifecycle_page_view(
         detail = lifecycle_detail(session, user.principal, kind, object_id[:64])
     except ApiError:
         raise ConsoleError(404, f"{kind.title()} not found", f"No {kind} has this id.", user=user) from None
-    ids = {d.integration_id for dispatch in detail.dispatches for d in dispatch.deliveries}
-    names: dict[Any, tuple[str, str]] = (
-        {
-            i: (n, p)
-            for i, n, p in session.execute(
-                select(Integration.id, Integration.name, Integration.provider).where(Integration.id.in_(ids))
-            )
-        }
-        if ids
-        else {}
+    names = integration_names(
+        session, {d.integration_id for dispatch in detail.dispatches for d in dispatch.deliveries}
     )
     return render(
         request,

@@ -22,9 +22,9 @@ from api.console.pages import ConsoleError, field_errors, redirect, render, vali
 from api.console.session import ConsoleUser, Editor, Viewer, require_csrf
 from api.deps import DbSession
 from api.errors import ApiError
+from api.route_schemas import ExplainIn, RouteIn
 from api.routes import integrations as integrations_api
 from api.routes import routes as routes_api
-from api.schemas import ExplainIn, RouteIn
 from shared.events import PIPELINE_TYPES, RELEASE_TYPES
 
 router = APIRouter(prefix="/notifications")

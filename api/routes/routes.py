@@ -12,19 +12,10 @@ from sqlalchemy import select
 
 from api.deps import Admin, DbSession, Reader
 from api.errors import ApiError, envelope, not_found
+from api.route_schemas import ExplainIn, ExplainOut, ExplainRoute, RouteIn, RouteOut
 from api.route_verdicts import load_routes, route_verdicts
 from api.routes._common import stored_config
-from api.schemas import (
-    Envelope,
-    ExplainIn,
-    ExplainOut,
-    ExplainRoute,
-    PipelineEventIn,
-    ReleaseEventIn,
-    RouteIn,
-    RouteOut,
-    error_responses,
-)
+from api.schemas import Envelope, PipelineEventIn, ReleaseEventIn, error_responses
 from providers import registry
 from providers.base import secret_values
 from shared.db.models import Integration, Route

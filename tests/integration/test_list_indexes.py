@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from api.deps import Principal
 from api.queries.dead_letters import dead_letter_filter, dead_letter_page
@@ -26,7 +26,7 @@ from api.queries.events import EventQuery, event_page
 from api.routes._common import encode_cursor
 from api.routes.events import event_detail
 from api.routes.incidents import lifecycle_detail, lifecycle_page
-from bench.console_data import Shape, fill
+from bench.console_data import Shape, fill, recorded
 from shared import deliveries as deadletters
 
 BIG_TABLES = {"event", "delivery", "attempt", "gateway_lifecycle"}
@@ -58,21 +58,6 @@ def filled(template_db: str) -> Iterator[tuple[Engine, list[uuid.UUID]]]:
         admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _recorded(engine: Engine, run: Callable[[Session], Any]) -> list[tuple[str, Any]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        with sessionmaker(engine)() as session:
-            run(session)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    return statements
-
-
 def _seq_scans(plan: dict[str, Any]) -> list[str]:
     found = []
     if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in BIG_TABLES:
@@ -95,7 +80,7 @@ def _assert_indexed(
     """No Seq Scan on a big table in any statement `run` sends; with `cursor_column`, the page's first
     statement seeks to the cursor inside the index (an Index Cond on it), rather than reading the index from
     the top and filtering out every row before the cursor (a deep page would cost its depth)."""
-    statements = _recorded(engine, run)
+    statements = recorded(engine, run)
     assert statements, "the listing sent no statement"
     raw = engine.raw_connection()
     try:
