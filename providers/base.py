@@ -121,7 +121,7 @@ def secret_values(config: BaseModel) -> Iterator[str]:
 
     A secret URL also yields its path and its long path segments and query values: a vendor echoing only the
     token part (`/services/T../B../<secret>`, a Discord webhook token, a Teams `sig`) must be blanked too."""
-    for value in _walk(config.model_dump()):
+    for value in _walk(config):
         if isinstance(value, SecretStr):
             raw = value.get_secret_value()
             yield raw
@@ -139,7 +139,13 @@ def _url_parts(raw: str) -> Iterator[str]:
 
 
 def _walk(value: Any) -> Iterator[Any]:
-    if isinstance(value, dict):
+    # The model's own fields, not a model_dump() per send (a copy of the whole config; it showed in the worker's
+    # profile): the SecretStr values are the same objects either way.
+    if isinstance(value, BaseModel):
+        yield from _walk(value.__dict__)
+        if value.__pydantic_extra__:
+            yield from _walk(value.__pydantic_extra__)
+    elif isinstance(value, dict):
         for item in value.values():
             yield from _walk(item)
     elif isinstance(value, list | tuple):

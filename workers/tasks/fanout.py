@@ -123,8 +123,13 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     lifecycle_keys[delivery_id] = lifecycle_of[delivery_id]
                 else:
                     skipped.append(targets[integration_id].provider)
+        # No session synchronisation: nothing here reads fanned_out_at back, and the ORM's default fetched
+        # every row again to update the loaded objects (13 % of the worker's CPU in bench.run's profile).
         session.execute(
-            update(Event).where(any_of(Event.id, [e.id for e in events])).values(fanned_out_at=func.now())
+            update(Event)
+            .where(any_of(Event.id, [e.id for e in events]))
+            .values(fanned_out_at=func.now())
+            .execution_options(synchronize_session=False)
         )
         claim = dispatch.claim_jobs(
             session,
