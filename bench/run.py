@@ -230,11 +230,33 @@ async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> 
             event_id = (await resp.json())["data"]["event_id"]
         rows_done = await asyncio.to_thread(wait_rows, herald.database_url, event_id, integrations)
         done = await wait_received(session, receiver_url, integrations, timeout_s=120)
+    raw_per_s = await raw_aiohttp_per_s(receiver_url, integrations)
     return {
         "fanout_rows_s": rows_done - started,
         "fanout_all_delivered_s": done - started,
         "fanout_delivered_per_s": integrations / (done - started),
+        "fanout_raw_aiohttp_per_s": raw_per_s,
     }
+
+
+async def raw_aiohttp_per_s(receiver_url: str, posts: int, rounds: int = 3) -> float:
+    """The limit beside the fan-out figure: one aiohttp process (this one, the worker idle by now) posting a
+    ~1 KB JSON body to the same `posts` receiver paths at once, as the worker's fan-out does. The best of
+    `rounds` (the first opens the connections), so the ratio printed against it is the conservative one."""
+    body = {"type": "release.created", "project": "raw", "text": "x" * 900}
+    best_s = float("inf")
+    connector = aiohttp.TCPConnector(limit=posts)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            async with session.post(f"{receiver_url}/{i}", json=body) as resp:
+                await resp.read()
+
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(posts)))
+            best_s = min(best_s, time.perf_counter() - started)
+    return posts / best_s
 
 
 def run_herald(
@@ -353,7 +375,9 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"fan-out to {args.fanout} integrations ({delay_ms:g} ms receiver): rows in "
                 f"{ours['fanout_rows_s']:.2f} s, all delivered in {ours['fanout_all_delivered_s']:.2f} s "
-                f"({ours['fanout_delivered_per_s']:.0f}/s)"
+                f"({ours['fanout_delivered_per_s']:.0f}/s); raw aiohttp to the same receiver "
+                f"{ours['fanout_raw_aiohttp_per_s']:.0f}/s: "
+                f"{ours['fanout_delivered_per_s'] / ours['fanout_raw_aiohttp_per_s']:.2f} of it"
             )
     for delay_ms, ours, _ in rows:
         print(
