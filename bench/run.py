@@ -286,7 +286,8 @@ def run_herald(
             figures |= {f"prefilled_{k}": v for k, v in full.items()}
         figures |= asyncio.run(idle_phase(herald, receiver_url, idle))
         if fanout:
-            figures |= asyncio.run(fanout_phase(herald, receiver_url, fanout))
+            with herald.profiled("fanout"):
+                figures |= asyncio.run(fanout_phase(herald, receiver_url, fanout))
         figures["worker_rss_mb"] = herald.worker_rss_mb()
     return figures
 
