@@ -179,8 +179,13 @@ def run_baseline(
         time.sleep(WORKER_SETTLE_S)
 
         start_s = time.perf_counter()
-        # One producer (one broker connection) for the whole burst rather than a pool checkout per call.
-        with app.producer_or_acquire() as producer:
+        # One producer (one broker connection) for the whole burst rather than a pool checkout per call, on a
+        # connection of this run's own: the app's producer pool keeps the broker of its first run, which a second
+        # run (bench/run.py: one redis-server per run) finds gone.
+        with (
+            app.connection_for_write(app.conf.broker_url) as connection,
+            app.amqp.Producer(connection) as producer,
+        ):
             for body in bodies:
                 post.apply_async((receiver_url, body), queue=QUEUE, producer=producer)
         enqueue_s = time.perf_counter() - start_s
