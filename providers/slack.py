@@ -6,11 +6,21 @@ error is the bare error string as the body (`invalid_payload`, `channel_not_foun
 Web API (§1.3): `chat.postMessage`, or `chat.update` when the worker hands us the ref of an earlier message of the
 same lifecycle. Failures come as HTTP 200 `{"ok": false, "error": ...}`; 429 carries Retry-After. The ref we keep
 is `"<channel id>:<ts>"`, the two things chat.update needs.
+
+chat.postMessage has no idempotency key, so a post whose answer was lost (our timeout, a reset connection) may
+have landed. Every post carries the delivery id in its message `metadata`, and the attempt that could not tell
+leaves `UNCONFIRMED_POST_SINCE` in the delivery's progress; the next attempt first looks for its message in
+`conversations.history` (scope `channels:history` / `groups:history`, the channel configured by id) and adopts
+its `ts` instead of posting a second root. If the lookup cannot be made (a channel name, a missing scope, any
+error but a rate limit), it posts as before: a duplicate is better than a lost incident message.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -27,8 +37,22 @@ from shared.errors import (
     ProviderUnavailable,
     RateLimited,
     TargetGone,
+    TransportTimeout,
 )
 from shared.rendering import RenderedMessage
+
+log = logging.getLogger(__name__)
+
+# The metadata event type on every message the bot posts; its payload names the delivery.
+METADATA_EVENT_TYPE = "herald_delivery"
+# Progress key: an attempt's post may have landed unseen since this time (epoch seconds).
+UNCONFIRMED_POST_SINCE = "slack_post_unconfirmed_since"
+# How far before that time the lookup starts (Slack's ts and our clock may disagree a little), and how much of
+# the channel's history it reads at most.
+HISTORY_MARGIN_S = 30.0
+HISTORY_PAGE_MESSAGES = 100
+HISTORY_MAX_PAGES = 5
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+\S*$")
 
@@ -253,12 +277,101 @@ class SlackBotProvider(Provider[SlackBotConfig]):
                         deadline=deadline,
                     )
                 return receipt
-        return await self._call(
-            config,
-            "chat.postMessage",
-            {"channel": config.channel, **body, "unfurl_links": False},
+        return await self._post_once(config, body, idempotency_key, progress, deadline)
+
+    async def _post_once(
+        self,
+        config: SlackBotConfig,
+        body: dict[str, Any],
+        delivery_id: str,
+        progress: Mapping[str, str] | None,
+        deadline: float,
+    ) -> Receipt:
+        """chat.postMessage, unless an earlier attempt's post of this delivery is already in the channel."""
+        unconfirmed_since = (progress or {}).get(UNCONFIRMED_POST_SINCE)
+        if unconfirmed_since is not None:
+            found = await self._find_posted(config, delivery_id, float(unconfirmed_since), deadline)
+            if found is not None:
+                return found
+        started_at = unconfirmed_since or f"{time.time():.3f}"
+        metadata = {"event_type": METADATA_EVENT_TYPE, "event_payload": {"delivery_id": delivery_id}}
+        try:
+            return await self._call(
+                config,
+                "chat.postMessage",
+                {"channel": config.channel, **body, "unfurl_links": False, "metadata": metadata},
+                deadline=deadline,
+            )
+        except (TransportTimeout, ProviderUnavailable) as exc:
+            if isinstance(exc, TransportTimeout) or exc.status_code is None:  # no answer: it may have landed
+                exc.target_progress[UNCONFIRMED_POST_SINCE] = started_at
+            raise
+
+    async def _find_posted(
+        self, config: SlackBotConfig, delivery_id: str, since_s: float, deadline: float
+    ) -> Receipt | None:
+        """The receipt of this delivery's message if an earlier attempt did post it, else None (post again)."""
+        channel = config.channel
+        if not _CHANNEL_ID.match(channel):
+            return None  # conversations.history needs the id; a name cannot be looked up without more scopes
+        cursor = ""
+        for _ in range(HISTORY_MAX_PAGES):
+            query = {
+                "channel": channel,
+                "oldest": f"{since_s - HISTORY_MARGIN_S:.6f}",
+                "limit": str(HISTORY_PAGE_MESSAGES),
+                "include_all_metadata": "true",
+                **({"cursor": cursor} if cursor else {}),
+            }
+            try:
+                answer = await self._read(config, "conversations.history", query, deadline)
+            except RateLimited:
+                raise  # waits without spending the retry budget, then looks again
+            except DeliveryError as exc:
+                log.warning(
+                    "slack_bot: could not look for an earlier post of delivery %s (%s); posting it again",
+                    delivery_id,
+                    exc.detail,
+                )
+                return None
+            for message in answer.get("messages") or []:
+                if _posted_for(message, delivery_id) and isinstance(ts := message.get("ts"), str):
+                    return Receipt(
+                        provider_ref=make_ref(channel, ts),
+                        status_code=200,
+                        response_excerpt="posted by an earlier attempt whose answer was lost (conversations.history)",
+                    )
+            cursor = str((answer.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                return None
+        return None
+
+    async def _read(
+        self, config: SlackBotConfig, method: str, query: Mapping[str, str], deadline: float
+    ) -> dict[str, Any]:
+        """A Web API read (GET with a query); an `ok: false` answer raises its taxonomy error."""
+        response = await self.http.request(
+            "GET",
+            f"{config.api_base_url.rstrip('/')}/{method}?{urllib.parse.urlencode(query)}",
+            provider=self.name,
+            headers={"authorization": f"Bearer {config.token.get_secret_value()}"},
+            timeout_s=config.timeout_s,
             deadline=deadline,
         )
+        secrets = list(secret_values(config))
+        classify_status(self.name, response, secrets=secrets)
+        try:
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ProviderUnavailable(
+                self.name, f"{method}: answer is not a JSON object", status_code=response.status
+            )
+        if answer.get("ok") is not True:
+            code = str(answer.get("error") or "unknown_error")[:64]
+            raise slack_error(self.name, code, response, secrets, default=InvalidPayload)
+        return answer
 
     async def _call(
         self, config: SlackBotConfig, method: str, payload: dict[str, Any], *, deadline: float
@@ -298,6 +411,15 @@ class SlackBotProvider(Provider[SlackBotConfig]):
         return Receipt(
             provider_ref=ref, status_code=response.status, response_excerpt=excerpt(response.body, secrets)
         )
+
+
+def _posted_for(message: Any, delivery_id: str) -> bool:
+    """Whether a conversations.history message is the one the bot posted for this delivery."""
+    meta = message.get("metadata") if isinstance(message, dict) else None
+    if not isinstance(meta, dict) or meta.get("event_type") != METADATA_EVENT_TYPE:
+        return False
+    payload = meta.get("event_payload")
+    return isinstance(payload, dict) and payload.get("delivery_id") == delivery_id
 
 
 class _CannotUpdate(Exception):

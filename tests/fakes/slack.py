@@ -4,16 +4,20 @@
   blocks over Slack's limits (50 blocks, 3000-char sections, 10 fields) are refused like Slack does.
 - `POST <prefix>/api/chat.postMessage` and `.../chat.update`: bearer token checked, `{"ok": false, "error": ...}`
   on HTTP 200 for failures, messages kept so chat.update can find (or not find) the `ts` it is given.
+- `GET <prefix>/api/conversations.history`: the channel's messages newest first (with their `metadata` when
+  asked), paged by cursor; `slow_posts` makes chat.postMessage land but answer late (a timed-out reply).
 
 Scripted per test with `script(path, Reply)`; helpers below build Slack's error answers.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import re
 import threading
+import time
+import urllib.parse
 from typing import Any
 
 from tests.fakes.ratelimit import RateLimit, Window
@@ -75,8 +79,15 @@ class SlackFake(FakeServer):
         #: an enforced per-webhook/per-channel limit (off by default): 429 + Retry-After over it
         self.window = Window(rate) if rate is not None else None
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
-        self._ts = itertools.count(1)
         self._state = threading.Lock()
+        #: the next this many chat.postMessage calls are posted at once but answered only after
+        #: `slow_post_delay_s` (a reply lost to the client's timeout while the message did land)
+        self.slow_posts = 0
+        self.slow_post_delay_s = 0.0
+        #: conversations.history answers `{"ok": false, "error": <this>}` when set (e.g. missing_scope)
+        self.history_error: str | None = None
+        #: messages per conversations.history page unless the caller's `limit` is lower
+        self.history_page_size = 100
 
     def webhook_url(self, slot: str) -> str:
         return self.url(self.webhook_path(slot))
@@ -106,6 +117,8 @@ class SlackFake(FakeServer):
         method = request.path.rsplit("/", 1)[-1]
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return api_error("invalid_auth")
+        if method == "conversations.history":
+            return self._history(urllib.parse.parse_qs(request.query))
         if not isinstance(body, dict):
             return api_error("invalid_json")
         if problem := block_problems(body):
@@ -122,9 +135,56 @@ class SlackFake(FakeServer):
             return api_error("channel_not_found")
         channel_id = CHANNEL_ID if channel.startswith("#") else channel
         with self._state:
-            ts = f"1700000000.{next(self._ts):06d}"
+            ts = f"{time.time():.6f}"
+            while (channel_id, ts) in self.messages:  # two posts in one microsecond
+                ts = f"{float(ts) + 0.000001:.6f}"
             self.messages[(channel_id, ts)] = body
-        return _ok({"ok": True, "channel": channel_id, "ts": ts, "message": {"text": body.get("text")}})
+            slow = self.slow_posts > 0
+            if slow:
+                self.slow_posts -= 1
+        reply = _ok({"ok": True, "channel": channel_id, "ts": ts, "message": {"text": body.get("text")}})
+        if slow:
+            reply.delay_s = self.slow_post_delay_s
+        return reply
+
+    def _history(self, query: dict[str, list[str]]) -> Reply:
+        """conversations.history: newest first, `oldest` exclusive, `limit` per page, paged by
+        `response_metadata.next_cursor`; metadata only with `include_all_metadata=true`."""
+        if self.history_error is not None:
+            return api_error(self.history_error)
+        channel = (query.get("channel") or [""])[0]
+        if not re.match(r"^[CGD][A-Z0-9]{6,}$", channel):
+            return api_error("channel_not_found")
+        oldest = float((query.get("oldest") or ["0"])[0])
+        limit = min(int((query.get("limit") or ["100"])[0]), self.history_page_size)
+        start = int((query.get("cursor") or ["0"])[0] or 0)
+        with_metadata = (query.get("include_all_metadata") or ["false"])[0] == "true"
+        with self._state:
+            found = sorted(
+                (
+                    (ts, body)
+                    for (c, ts), body in self.messages.items()
+                    if c == channel and float(ts) > oldest
+                ),
+                key=lambda m: float(m[0]),
+                reverse=True,
+            )
+        page = found[start : start + limit]
+        messages = []
+        for ts, body in page:
+            message: dict[str, Any] = {"type": "message", "ts": ts, "text": body.get("text")}
+            if with_metadata and isinstance(body.get("metadata"), dict):
+                message["metadata"] = body["metadata"]
+            messages.append(message)
+        more = start + limit < len(found)
+        return _ok(
+            {
+                "ok": True,
+                "messages": messages,
+                "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+            }
+        )
 
     def _update(self, body: dict[str, Any]) -> Reply:
         key = (str(body.get("channel")), str(body.get("ts")))

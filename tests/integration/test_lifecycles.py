@@ -74,6 +74,39 @@ def steps(history: list[tuple[str, dict[str, Any]]]) -> list[int]:
     ]
 
 
+def test_a_root_post_that_landed_after_our_timeout_is_adopted_not_posted_twice(
+    api, stack: Stack, slack: SlackFake, project: str
+):
+    """Repro (before): the incident's root went to chat.postMessage, Slack posted it but answered after our 1 s
+    timeout, and the retry posted it again: two roots in the channel, the close edited only one. Now the retry
+    finds the landed post in conversations.history (by the delivery id in its metadata) and the close edits it."""
+    slot = f"late{project[-6:]}"
+    slack_bot(api, slack, project, slot, timeout_s=1)
+    slack.slow_posts, slack.slow_post_delay_s = 1, 2.5
+    creds = channel_credentials(api, project)
+    event_id = ok(api.post("/event/create", json=event_body(creds, message="step 0")))["event_id"]
+    key = f"incident:{creds['channel_id']}:{event_id}"
+    wait_until(
+        lambda: settled(stack, key, 1, 1), 60, lambda: f"root not delivered: {lifecycle_rows(stack, key)}"
+    )
+    ok(
+        api.post(
+            "/event/close",
+            json=update_body(creds, event_id, status="resolved", message="step 1", event_time=1713750100),
+        )
+    )
+    wait_until(
+        lambda: settled(stack, key, 1, 2), 60, lambda: f"close not delivered: {lifecycle_rows(stack, key)}"
+    )
+    posts = slack.requests(f"/{slot}/api/chat.postMessage")
+    assert len(posts) == 1, [
+        orjson.loads(p.body).get("text") for p in posts
+    ]  # the retry looked, did not post
+    assert slack.requests(f"/{slot}/api/conversations.history")
+    [update] = [body for method, body in slack_history(slack, slot) if method == "chat.update"]
+    assert "[CLOSED]" in orjson.dumps(slack.messages[(update["channel"], update["ts"])]).decode()
+
+
 def test_incident_is_one_message_per_destination_edited_to_its_final_state(
     api,
     stack: Stack,

@@ -13,6 +13,7 @@ import pytest
 from providers._http import HttpClient
 from providers.base import Receipt
 from providers.slack import (
+    UNCONFIRMED_POST_SINCE,
     SlackBotConfig,
     SlackBotProvider,
     SlackWebhookConfig,
@@ -26,6 +27,7 @@ from shared.errors import (
     ProviderUnavailable,
     RateLimited,
     TargetGone,
+    TransportTimeout,
 )
 from shared.rendering import RenderedMessage
 from tests.fakes.server import Reply
@@ -271,3 +273,87 @@ def test_bot_thread_replies_post_each_edit_in_the_thread_too(slack: SlackFake, s
     assert reply["thread_ts"] == json.loads(update.body)["ts"] and "succeeded" in reply["text"]
     send(SlackBotProvider, bot(slack, slot), SAMPLES["pipeline_success"], previous_ref=first.provider_ref)
     assert len(slack.requests(f"/{slot}/api/chat.postMessage")) == 2  # off by default
+
+
+# a post whose answer was lost: the retry finds it instead of posting a second root
+
+
+def attempt(config: SlackBotConfig, delivery_id: str, progress: dict[str, str] | None = None) -> Receipt:
+    async def run() -> Receipt:
+        http = HttpClient.create(allow_cidrs=["127.0.0.1/32"])
+        try:
+            return await SlackBotProvider(http).send(
+                MESSAGE, config, idempotency_key=delivery_id, previous_ref=None, progress=progress
+            )
+        finally:
+            await http.close()
+
+    return asyncio.run(run())
+
+
+def timed_out_post(slack: SlackFake, config: SlackBotConfig, delivery_id: str) -> dict[str, str]:
+    """The first attempt: Slack posts the message but answers after our timeout; returns its progress."""
+    slack.slow_posts, slack.slow_post_delay_s = 1, config.timeout_s + 1.5
+    with pytest.raises(TransportTimeout) as caught:
+        attempt(config, delivery_id)
+    assert UNCONFIRMED_POST_SINCE in caught.value.target_progress
+    return caught.value.target_progress
+
+
+def in_channel(slack: SlackFake, delivery_id: str) -> list[str]:
+    return [
+        ts
+        for (channel, ts), body in list(slack.messages.items())
+        if channel == CHANNEL_ID
+        and (body.get("metadata") or {}).get("event_payload", {}).get("delivery_id") == delivery_id
+    ]
+
+
+def test_a_retry_after_a_timed_out_post_that_landed_adopts_it_instead_of_posting_again(
+    slack: SlackFake, slot: str
+):
+    """Repro (before): chat.postMessage has no idempotency key; a post answered after our timeout had landed, and
+    the retry posted the incident's root a second time (two messages in the channel, edits going to one)."""
+    config = bot(slack, slot, timeout_s=1)
+    delivery_id = str(uuid.uuid4())
+    progress = timed_out_post(slack, config, delivery_id)
+    [landed] = in_channel(slack, delivery_id)
+    receipt = attempt(config, delivery_id, progress)
+    assert receipt.provider_ref == f"{CHANNEL_ID}:{landed}"
+    assert in_channel(slack, delivery_id) == [landed]  # still one message
+
+
+def test_the_lookup_pages_through_the_history_to_find_the_post(slack: SlackFake, slot: str):
+    config = bot(slack, slot, timeout_s=1)
+    delivery_id = str(uuid.uuid4())
+    progress = timed_out_post(slack, config, delivery_id)
+    for _ in range(5):  # newer messages in the channel: the landed post is on the third page of two
+        attempt(config, str(uuid.uuid4()))
+    slack.history_page_size = 2
+    try:
+        receipt = attempt(config, delivery_id, progress)
+    finally:
+        slack.history_page_size = 100
+    assert len(in_channel(slack, delivery_id)) == 1
+    assert receipt.provider_ref == f"{CHANNEL_ID}:{in_channel(slack, delivery_id)[0]}"
+
+
+def test_without_the_history_scope_the_retry_posts_again_rather_than_lose_the_message(
+    slack: SlackFake, slot: str
+):
+    config = bot(slack, slot, timeout_s=1)
+    delivery_id = str(uuid.uuid4())
+    progress = timed_out_post(slack, config, delivery_id)
+    slack.history_error = "missing_scope"
+    try:
+        receipt = attempt(config, delivery_id, progress)
+    finally:
+        slack.history_error = None
+    assert receipt.provider_ref is not None
+    assert len(in_channel(slack, delivery_id)) == 2  # a duplicate, never a lost incident message
+
+
+def test_every_bot_post_names_its_delivery_in_the_message_metadata(slack: SlackFake, slot: str):
+    delivery_id = str(uuid.uuid4())
+    attempt(bot(slack, slot), delivery_id)
+    assert len(in_channel(slack, delivery_id)) == 1
