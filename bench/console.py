@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=30, help="timed GETs per row")
     parser.add_argument("--integrations", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.integrations < 3:
+        parser.error("--integrations must be at least 3 (the integration pages are timed on the third)")
     shape = Shape(events=args.events)
     admin_key = "hk_bench_" + uuid.uuid4().hex
     with database() as database_url, tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -36,7 +37,11 @@ from tests.integration.stack import (
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "deploy" / "docker-entrypoint.sh"
-VENV_BIN = ROOT / ".venv" / "bin"
+# The checkout's venv, else the one running the tests (a git worktree has no .venv of its own): the entrypoint
+# finds `herald` and `celery` on PATH, as in the image.
+VENV_BIN = (
+    ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "herald").exists() else Path(sys.executable).parent
+)
 HEARTBEAT = "herald-worker-heartbeat"
 
 pytestmark = pytest.mark.integration
