@@ -358,36 +358,12 @@ class SlackBotProvider(Provider[SlackBotConfig]):
             timeout_s=config.timeout_s,
             deadline=deadline,
         )
-        secrets = list(secret_values(config))
-        classify_status(self.name, response, secrets=secrets)
-        try:
-            answer = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderUnavailable(
-                self.name, f"{method}: answer is not a JSON object", status_code=response.status
-            )
-        if answer.get("ok") is not True:
-            code = str(answer.get("error") or "unknown_error")[:64]
-            raise slack_error(self.name, code, response, secrets, default=InvalidPayload)
-        return answer
+        return self._answer(config, method, response)[0]
 
-    async def _call(
-        self, config: SlackBotConfig, method: str, payload: dict[str, Any], *, deadline: float
-    ) -> Receipt:
-        response = await self.http.request(
-            "POST",
-            f"{config.api_base_url.rstrip('/')}/{method}",
-            provider=self.name,
-            body=orjson.dumps(payload),
-            headers={
-                "content-type": "application/json; charset=utf-8",
-                "authorization": f"Bearer {config.token.get_secret_value()}",
-            },
-            timeout_s=config.timeout_s,
-            deadline=deadline,
-        )
+    def _answer(
+        self, config: SlackBotConfig, method: str, response: HttpResponse
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A Web API answer that says `ok: true`, and the config's secrets; anything else raises its error."""
         secrets = list(secret_values(config))
         classify_status(self.name, response, secrets=secrets)
         try:
@@ -406,6 +382,24 @@ class SlackBotProvider(Provider[SlackBotConfig]):
             if method == "chat.update" and code in _UPDATE_FALLBACK:
                 raise _CannotUpdate(code)
             raise slack_error(self.name, code, response, secrets, default=InvalidPayload)
+        return answer, secrets
+
+    async def _call(
+        self, config: SlackBotConfig, method: str, payload: dict[str, Any], *, deadline: float
+    ) -> Receipt:
+        response = await self.http.request(
+            "POST",
+            f"{config.api_base_url.rstrip('/')}/{method}",
+            provider=self.name,
+            body=orjson.dumps(payload),
+            headers={
+                "content-type": "application/json; charset=utf-8",
+                "authorization": f"Bearer {config.token.get_secret_value()}",
+            },
+            timeout_s=config.timeout_s,
+            deadline=deadline,
+        )
+        answer, secrets = self._answer(config, method, response)
         channel, ts = answer.get("channel"), answer.get("ts")
         ref = make_ref(channel, ts) if isinstance(channel, str) and isinstance(ts, str) else None
         return Receipt(
