@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 
 # The oldest unfinished delivery not locked by someone else (a claim, the sweeper's wake) becomes due now and is
 # marked as published: the caller publishes it after the commit. A retry not due yet is not taken: the probe never
-# shortens a delivery's own schedule (it is held when it comes due, and can be the next probe).
+# shortens a delivery's own schedule (it is held when it comes due, and can be the next probe). A row held for its
+# rate slot on a worker's timer (shared/deliveries.py `hold`: queued_at stamped at its slot) is waiting for its
+# destination like a `waiting` row, so it can be the probe: skipping it made a younger delivery the probe.
 PROBE_SQL = text(
     """
     UPDATE delivery d
@@ -29,7 +31,9 @@ PROBE_SQL = text(
      WHERE d.id = (
         SELECT b.id FROM delivery b JOIN event e ON e.id = b.event_id
          WHERE b.integration_id = :integration_id
-           AND (b.state = 'waiting' OR (b.state IN ('pending', 'retrying') AND b.next_attempt_at <= now()))
+           AND (b.state = 'waiting'
+                OR (b.state IN ('pending', 'retrying')
+                    AND (b.next_attempt_at <= now() OR b.queued_at >= b.next_attempt_at)))
          ORDER BY e.created_at, b.id
          LIMIT 1
            FOR UPDATE OF b SKIP LOCKED)
