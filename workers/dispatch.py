@@ -371,12 +371,31 @@ def _log_failure(future: Any) -> None:
 
 async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: list[Job]) -> None:
     recorder = _full_state(runtime).recorder
-    job_of: dict[asyncio.Future[SendResult], Job] = {asyncio.ensure_future(send_one(j)): j for j in jobs}
-    pending: set[asyncio.Future[SendResult]] = set(job_of)
+    loop = asyncio.get_running_loop()
+    # Each send reports itself as it ends: the waves are gathered in O(sends), where asyncio.wait over the
+    # rest at every wave cost O(sends^2) callback updates (a thousand-integration fan-out is one batch here).
+    ended: list[asyncio.Task[SendResult]] = []
+    woken = asyncio.Event()
+
+    def _ended(task: asyncio.Task[SendResult]) -> None:
+        ended.append(task)
+        woken.set()
+
+    job_of: dict[asyncio.Task[SendResult], Job] = {}
+    for job in jobs:
+        task = loop.create_task(send_one(job))
+        task.add_done_callback(_ended)
+        job_of[task] = job
+    unrecorded = len(job_of)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        while unrecorded:
+            await woken.wait()
+            woken.clear()
+            done, ended[:] = list(ended), []
             results = [t.result() for t in done]
+            unrecorded -= len(done)
+            for t in done:
+                del job_of[t]
             freed = [d for r in results if (d := r.job.destination) is not None]
             pacer = get_pacer(runtime.settings)
             pacer.observe((d, r.duration_ms / 1000) for r in results if (d := r.job.destination) is not None)
@@ -392,10 +411,12 @@ async def _send_and_record(runtime: ProcessRuntime, inflight: Inflight, jobs: li
                 inflight.release(len(done))
                 metrics.WORKER_INFLIGHT.dec(len(done))
     finally:
-        if pending:  # cancelled (the loop is going away): the lease covers these
-            inflight.release(len(pending))
-            metrics.WORKER_INFLIGHT.dec(len(pending))
-            get_pacer(runtime.settings).leave(d for t in pending if (d := job_of[t].destination) is not None)
+        if unrecorded:  # cancelled (the loop is going away): the lease covers these
+            inflight.release(unrecorded)
+            metrics.WORKER_INFLIGHT.dec(unrecorded)
+            get_pacer(runtime.settings).leave(
+                d for job in job_of.values() if (d := job.destination) is not None
+            )
 
 
 def _pause_and_record(runtime: ProcessRuntime, results: list[SendResult]) -> None:

@@ -72,6 +72,7 @@ def build_jobs(
         )
         config = configs[c.integration_id]
         job = Job(c, integration.provider, None, None, policy, runtime.settings.send_timeout_s)
+        job.integration_failing = bool(integration.failing)
         jobs.append(job)
         if isinstance(config, str):
             job.setup_error = config

@@ -112,7 +112,8 @@ def record(runtime: ProcessRuntime, results: list[SendResult]) -> set[uuid.UUID]
     for r in results:
         integration_id = r.job.claimed.integration_id
         if r.receipt is not None:
-            healthy.add(integration_id)
+            if r.job.integration_failing:
+                healthy.add(integration_id)
             gone: tuple[str, ...] = r.receipt.removed_targets
         elif isinstance(r.error, DeliveryError):
             gone = r.error.removed_targets

@@ -42,6 +42,9 @@ class Job:
     accepted_at: datetime | None = None  # when the API accepted the event (for accept->delivered latency)
     #: the vendor-side limit this send counts against (workers/pacing.py), when it holds a bulkhead place
     destination: str | None = None
+    #: the integration was marked failing when this delivery was claimed: a success clears the mark (a success
+    #: of one that was not marked costs no statement)
+    integration_failing: bool = False
 
     @property
     def id(self) -> uuid.UUID:

@@ -2,11 +2,12 @@
 
 A task carries a batch of event ids (the API coalesces its publishes): their routes, integrations and earlier
 routes and integrations are read in one query each, all rows go in with one INSERT, and the new deliveries of all
-events are sent together: the first `deliver_batch_size` of them are claimed in the fan-out transaction and
-handed to this process's send loop (no second Celery message, no claim or reload round trips: the common case
-of an event going to a few integrations costs one task), and the rest are published as `deliver` batches for
-other workers. Fan-out never waits on a destination: the task returns once the sends are handed off, and when
-the process has no room for more sends it publishes them all instead (workers/dispatch.py).
+events are sent together: the first `fanout_inline_max` of them (when the process has room) are claimed in the
+fan-out transaction and handed to this process's send loop (no second Celery message, no claim or reload round
+trips: an event going to a few integrations, or to a thousand, costs one task), and the rest are published as
+`deliver` batches for other workers. Fan-out never waits on a destination: the task returns once the sends are
+handed off, and when the process has no room for more sends it publishes them all instead
+(workers/dispatch.py).
 
 Idempotent: delivery rows are unique per (event, integration), so a re-run inserts nothing new. If publishing
 fails after the commit, the rows wait as `pending` with `queued_at` set and the sweeper publishes them once
@@ -163,6 +164,16 @@ def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict
     }
 
 
+def _reserve_room(runtime: ProcessRuntime) -> int:
+    """Room for this task's own sends: up to `fanout_inline_max`, else a `deliver` batch's worth, else none
+    (the process is full: every new delivery goes to Redis for whichever worker has room)."""
+    s = runtime.settings
+    for room in dict.fromkeys((s.fanout_inline_max, min(s.deliver_batch_size, s.fanout_inline_max))):
+        if dispatch.try_reserve(runtime, room):
+            return room
+    return 0
+
+
 @shared_task(name=TASK_FANOUT, ignore_result=True)
 def fanout(event_ids: list[str] | str) -> int:
     """Fan out a batch of events (the API coalesces its publishes); a single id is accepted too."""
@@ -176,9 +187,7 @@ def fanout(event_ids: list[str] | str) -> int:
     if not parsed:
         return 0
     runtime = get_runtime()
-    room = runtime.settings.deliver_batch_size
-    if not dispatch.try_reserve(runtime, room):
-        room = 0  # the process is full: every new delivery goes to Redis for whichever worker has room
+    room = _reserve_room(runtime)
     held = 0
     try:
         result = fan_out_events(runtime, parsed, inline_limit=room)
