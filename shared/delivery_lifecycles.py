@@ -69,7 +69,7 @@ GROUP_OF_SQL = text(
 # acceptance), then the arrival sequence.
 GROUPS_SQL = text(
     """
-    SELECT d.id, d.lifecycle_key, d.integration_id, d.state, d.provider_ref,
+    SELECT d.id, d.lifecycle_key, d.integration_id, d.state, d.provider_ref, d.previous_ref,
            COALESCE(CAST(e.payload->'lifecycle'->>'event_time' AS float8),
                     EXTRACT(EPOCH FROM e.created_at)) AS event_time,
            COALESCE(CAST(e.payload->'lifecycle'->>'sequence' AS bigint), 0) AS sequence
@@ -165,8 +165,10 @@ def gate(
     lock_groups(session, groups)
     known: dict[Group, list[Known]] = {}
     integration_of: dict[uuid.UUID, uuid.UUID] = {}
+    previous_ref_of: dict[uuid.UUID, str | None] = {}
     for r in session.execute(GROUPS_SQL, _groups_params(groups)):
         integration_of[r.id] = r.integration_id
+        previous_ref_of[r.id] = r.previous_ref
         known.setdefault((r.lifecycle_key, r.integration_id), []).append(
             Known(str(r.id), r.state, float(r.event_time), int(r.sequence), r.provider_ref)
         )
@@ -197,6 +199,8 @@ def gate(
     if due_waits:
         session.execute(WAIT_SQL, {"ids": due_waits, "wait_s": WAIT_S})
         gated.waiting = set(due_waits)
+    # Only the references that change (read under the group's lock): a new root keeps NULL, no statement.
+    refs = {d: ref for d, ref in refs.items() if previous_ref_of.get(d) != ref}
     if refs:
         ordered = sorted(refs)
         session.execute(SET_REF_SQL, {"ids": ordered, "refs": [refs[d] for d in ordered]})

@@ -35,10 +35,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared import deliveries, delivery_lifecycles, metrics
-from shared.db.models import Delivery, Event, Integration
+from shared.db.models import EVENT_FACT_COLUMNS, Delivery, Event, Integration, event_facts
 from shared.db.sql import any_of
 from shared.deliveries import CLAIMABLE
 from shared.errors import RateLimited
+from shared.events import EventFacts
 from workers.admission import admit
 from workers.inflight import Inflight
 from workers.jobs import build_jobs, leases_for, load_configs
@@ -122,7 +123,7 @@ def claim_jobs(
     session: Session,
     runtime: ProcessRuntime,
     candidates: list[tuple[uuid.UUID, uuid.UUID]],
-    events: dict[uuid.UUID, Event],
+    events: Mapping[uuid.UUID, EventFacts],
     integrations: dict[uuid.UUID, Integration],
     lifecycle_keys: Mapping[uuid.UUID, str | None] | None = None,
 ) -> Claim:
@@ -204,9 +205,12 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
             ).all()
             if not rows:
                 return 0
+            event = Event.__table__.c
             events = {
-                e.id: e
-                for e in session.scalars(select(Event).where(any_of(Event.id, {r.event_id for r in rows})))
+                row.id: event_facts(row)
+                for row in session.execute(
+                    select(*EVENT_FACT_COLUMNS).where(any_of(event.id, {r.event_id for r in rows}))
+                )
             }
             integrations = {
                 i.id: i

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel
 
-from shared.db.models import Event, Integration
+from shared.db.models import Integration
 from shared.deliveries import Claimed
+from shared.events import EventFacts
 from shared.rendering import RenderedMessage, render
 from workers.configs import load_config
 from workers.retry import RetryPolicy
@@ -55,7 +56,7 @@ def leases_for(
 def build_jobs(
     runtime: ProcessRuntime,
     claimed: list[Claimed],
-    events: dict[uuid.UUID, Event],
+    events: Mapping[uuid.UUID, EventFacts],
     integrations: dict[uuid.UUID, Integration],
     configs: dict[uuid.UUID, BaseModel | str],
 ) -> list[Job]:
@@ -80,7 +81,7 @@ def build_jobs(
         event = events[c.event_id]
         if c.event_id not in messages:
             try:
-                messages[c.event_id] = render(event.facts())
+                messages[c.event_id] = render(event)
             except Exception as exc:
                 log.exception("event %s could not be rendered", c.event_id)
                 messages[c.event_id] = f"event could not be rendered: {type(exc).__name__}"
