@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection
 
 from bench.prefill import prefill
 from shared import deliveries, delivery_lifecycles
-from shared.db.models import Attempt, Delivery, Event, Integration
+from shared.db.models import EVENT_FACT_COLUMNS, Attempt, Delivery, Event, Integration
+from shared.db.sql import any_of
 from shared.dead_letter_selection import DeadLetterFilter, conditions
-from workers.tasks.fanout import INSERT_DELIVERIES_SQL
+from workers.tasks.fanout import INSERT_DELIVERIES_SQL, routes_sql, take_events_sql
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,9 @@ def test_every_hot_path_and_list_page_query_uses_an_index(filled: Connection):
             ),
             {},
         ),
-        "deliver: events": (select(Event).where(Event.id.in_(event_ids)), {}),
+        "deliver: events": (select(*EVENT_FACT_COLUMNS).where(any_of(Event.id, event_ids)), {}),
+        "fan-out: take events": (take_events_sql(event_ids), {}),
+        "fan-out: routes": (routes_sql({"history", "bench"}), {}),
         "dead letters page": (
             select(Delivery, Event.type, Event.project, Integration.name, Integration.provider)
             .join(Event, Event.id == Delivery.event_id)

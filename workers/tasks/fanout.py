@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from celery import shared_task
 from sqlalchemy import Table, func, select, text, update
@@ -79,6 +79,32 @@ class FanoutResult:
     held: dict[uuid.UUID, float] = field(default_factory=dict)
 
 
+def take_events_sql(event_ids: list[uuid.UUID]) -> Any:
+    """Take the events not fanned out yet (skipping those another worker holds) and mark them fanned out, in
+    one statement returning their facts; the transaction's commit is what makes it so."""
+    table = cast(Table, Event.__table__)
+    taken = (
+        select(table.c.id)
+        .where(any_of(table.c.id, event_ids), table.c.fanned_out_at.is_(None))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(table)
+        .where(table.c.id.in_(taken))
+        .values(fanned_out_at=func.now())
+        .returning(*EVENT_FACT_COLUMNS)
+    )
+
+
+def routes_sql(projects: set[str]) -> Any:
+    """The routes that can match events of these projects (catch-alls included), as RouteRule columns."""
+    route = Route.__table__.c
+    return select(*ROUTE_RULE_COLUMNS).where(
+        route.project.is_(None) | any_of(route.project, projects, uuids=False)
+    )
+
+
 def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
     """Insert the delivery rows of every event not fanned out yet, claiming up to `inline_limit` of them for
     this task to send at once; the rest are returned to be published.
@@ -86,23 +112,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
     Events another worker is fanning out right now are skipped (SKIP LOCKED), as are events already done.
     """
     with runtime.sessions() as session:
-        # Taken and marked fanned out in one statement (the transaction's commit is what makes it so).
-        table = cast(Table, Event.__table__)
-        taken = (
-            select(table.c.id)
-            .where(any_of(table.c.id, event_ids), table.c.fanned_out_at.is_(None))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        facts = [
-            event_facts(row)
-            for row in session.execute(
-                update(table)
-                .where(table.c.id.in_(taken))
-                .values(fanned_out_at=func.now())
-                .returning(*EVENT_FACT_COLUMNS)
-            )
-        ]
+        facts = [event_facts(row) for row in session.execute(take_events_sql(event_ids))]
         if not facts:
             session.rollback()
             return FanoutResult()
@@ -162,11 +172,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
-    route = Route.__table__.c
-    query = select(*ROUTE_RULE_COLUMNS).where(
-        route.project.is_(None) | any_of(route.project, projects, uuids=False)
-    )
-    return [route_rule(r) for r in session.execute(query)]
+    return [route_rule(r) for r in session.execute(routes_sql(projects))]
 
 
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
