@@ -70,7 +70,9 @@ class FakeServer:
     async def _start(self) -> None:
         app = web.Application(client_max_size=10 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A fake holding a hanging reply open (a test of a send that never returns) must not hold up its
+        # teardown for aiohttp's default 60 s of graceful shutdown.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
