@@ -35,7 +35,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared import deliveries, delivery_lifecycles, metrics
-from shared.db.models import EVENT_FACT_COLUMNS, Delivery, Event, Integration, event_facts
+from shared.db.models import EVENT_FACT_COLUMNS, Delivery, Event, Integration
+from shared.db.rows import event_facts
 from shared.db.sql import any_of
 from shared.deliveries import CLAIMABLE
 from shared.errors import RateLimited

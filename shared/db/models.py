@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.db.rows import event_facts, route_rule
 from shared.events import EventFacts
 from shared.routing import IntegrationTarget, RouteRule
 
@@ -446,7 +447,7 @@ class ConsoleSession(Base):
 # --- the hot path's reads without ORM objects ---------------------------------------------------------------
 # Fan-out and claims read events and routes only to route and render them: Core rows of these columns cost a
 # fraction of loading mapped instances (identity map, attribute instrumentation), and become the same
-# EventFacts / RouteRule as Event.facts() / Route.rule().
+# EventFacts / RouteRule as Event.facts() / Route.rule() (shared/db/rows.py).
 
 _event = Event.__table__.c
 EVENT_FACT_COLUMNS = (
@@ -462,21 +463,6 @@ EVENT_FACT_COLUMNS = (
 )
 
 
-def event_facts(row: Any) -> EventFacts:
-    """The EventFacts of a row of EVENT_FACT_COLUMNS (as Event.facts())."""
-    return EventFacts(
-        id=row.id,
-        kind=row.kind,
-        type=row.type,
-        project=row.project,
-        environment=row.environment,
-        severity=row.severity,
-        payload=row.payload,
-        created_at=row.created_at,
-        lifecycle_key=row.lifecycle_key,
-    )
-
-
 _route = Route.__table__.c
 ROUTE_RULE_COLUMNS = (
     _route.id,
@@ -490,19 +476,3 @@ ROUTE_RULE_COLUMNS = (
     _route.pipelines,
     _route.edit_in_place,
 )
-
-
-def route_rule(row: Any) -> RouteRule:
-    """The RouteRule of a row of ROUTE_RULE_COLUMNS (as Route.rule())."""
-    return RouteRule(
-        row.id,
-        row.integration_id,
-        row.project,
-        row.environments,
-        row.event_types,
-        row.min_severity,
-        apps=row.apps,
-        clusters=row.clusters,
-        pipelines=row.pipelines,
-        edit_in_place=row.edit_in_place,
-    )

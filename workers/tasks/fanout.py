@@ -32,9 +32,8 @@ from shared.db.models import (
     Event,
     Integration,
     Route,
-    event_facts,
-    route_rule,
 )
+from shared.db.rows import event_facts, route_rule
 from shared.db.sql import any_of
 from shared.deliveries import DeliveryState
 from shared.routing import RouteRule, plan
