@@ -23,8 +23,10 @@
     var status = document.getElementById(button.getAttribute("aria-describedby") || "");
     if (!source) { return; }
     var text = source.textContent.trim();
+    // The async clipboard can refuse where the old one still works (a page that lost focus while the click was
+    // handled, a permission policy): try the old one before telling the user to copy by hand.
     var copy = navigator.clipboard && window.isSecureContext
-      ? navigator.clipboard.writeText(text)
+      ? navigator.clipboard.writeText(text).catch(function () { return fallbackCopy(text); })
       : fallbackCopy(text);
     copy.then(function () {
       if (status) { status.textContent = "Copied to the clipboard."; }
