@@ -63,9 +63,23 @@ class EgressPolicy:
     """Public unicast addresses are fine; everything else needs an allow-list entry."""
 
     def __init__(self, allow_cidrs: Sequence[str] = ()) -> None:
-        self.allowed: list[IpNetwork] = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs]
+        self.allowed: tuple[IpNetwork, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in allow_cidrs
+        )
+        # address -> verdict: the policy never changes once built, and judging one address walks every network
+        # of the allow-list and of ipaddress's special ranges (it showed in send profiles: every send asks)
+        self._verdicts: dict[IpAddress, bool] = {}
 
     def permits(self, address: IpAddress) -> bool:
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            verdict = self._judge(address)
+            if len(self._verdicts) >= _MAX_CACHED_HOSTS:
+                self._verdicts.clear()
+            self._verdicts[address] = verdict
+        return verdict
+
+    def _judge(self, address: IpAddress) -> bool:
         if any(address.version == net.version and address in net for net in self.allowed):
             return True
         return _public(address, self)
@@ -161,6 +175,7 @@ def canonical_host(raw_host: str) -> tuple[str, IpAddress | None]:
     return host, None
 
 
+@functools.lru_cache(maxsize=_MAX_CACHED_HOSTS)  # URLs come from configs: parsed once, not on every send
 def destination(url: str) -> Destination:
     """Parse `url` and canonicalise its host; MalformedUrl or EgressRefused (disguised numbers) on failure."""
     try:
