@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery.signals import worker_shutting_down
-from sqlalchemy import func, select, text
+from sqlalchemy import any_, func, select, text
 from sqlalchemy.orm import Session
 
 from shared import deliveries, delivery_lifecycles, metrics
 from shared.db.models import EVENT_FACT_COLUMNS, Delivery, Event, Integration
 from shared.db.rows import event_facts
-from shared.db.sql import any_of
+from shared.db.sql import uuid_array_param
 from shared.deliveries import CLAIMABLE
 from shared.errors import RateLimited
 from shared.events import EventFacts
@@ -191,32 +191,35 @@ def deliver(runtime: ProcessRuntime, delivery_ids: list[uuid.UUID]) -> int:
     return _claim_and_start(runtime, inflight, delivery_ids)
 
 
+# The `deliver` task's reads, built once (shared/db/sql.py).
+DELIVER_CANDIDATES_SQL = select(
+    Delivery.id, Delivery.event_id, Delivery.integration_id, Delivery.lifecycle_key
+).where(
+    Delivery.id == any_(uuid_array_param("ids")),
+    Delivery.state.in_(CLAIMABLE),
+    # not due (a duplicate message): asking the limiter would take a slot for nothing
+    Delivery.next_attempt_at <= func.now() + text("interval '50 milliseconds'"),
+)
+DELIVER_EVENTS_SQL = select(*EVENT_FACT_COLUMNS).where(Event.__table__.c.id == any_(uuid_array_param("ids")))
+DELIVER_INTEGRATIONS_SQL = select(Integration).where(Integration.id == any_(uuid_array_param("ids")))
+
+
 def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: list[uuid.UUID]) -> int:
     """Load, claim and hand off deliveries whose room in `inflight` is held; return how many were claimed."""
     done = Claim()
     try:
         with runtime.sessions() as session:
-            rows = session.execute(
-                select(Delivery.id, Delivery.event_id, Delivery.integration_id, Delivery.lifecycle_key).where(
-                    any_of(Delivery.id, delivery_ids),
-                    Delivery.state.in_(CLAIMABLE),
-                    # not due (a duplicate message): asking the limiter would take a slot for nothing
-                    Delivery.next_attempt_at <= func.now() + text("interval '50 milliseconds'"),
-                )
-            ).all()
+            rows = session.execute(DELIVER_CANDIDATES_SQL, {"ids": delivery_ids}).all()
             if not rows:
                 return 0
-            event = Event.__table__.c
             events = {
                 row.id: event_facts(row)
-                for row in session.execute(
-                    select(*EVENT_FACT_COLUMNS).where(any_of(event.id, {r.event_id for r in rows}))
-                )
+                for row in session.execute(DELIVER_EVENTS_SQL, {"ids": list({r.event_id for r in rows})})
             }
             integrations = {
                 i.id: i
                 for i in session.scalars(
-                    select(Integration).where(any_of(Integration.id, {r.integration_id for r in rows}))
+                    DELIVER_INTEGRATIONS_SQL, {"ids": list({r.integration_id for r in rows})}
                 )
             }
             # In the order the events were accepted: the limiter hands out slots in the order it is asked.

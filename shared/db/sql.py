@@ -3,6 +3,11 @@
 `any_of(column, values)` renders `column = ANY(:param)` with one array parameter: the statement text is the
 same whatever the number of values, so SQLAlchemy's compiled cache and psycopg's parsed and prepared statements
 are reused (an `IN (...)` list renders new SQL for every length and is parsed again each time).
+
+On the hot paths, statements are built once at import with a named parameter (`uuid_array_param`) rather than
+per call with `any_of`: SQLAlchemy memoises a statement object's cache key, and a statement built afresh has
+its whole tree walked for the key on every execute (routes of a fan-out batch: 432 us per call built afresh,
+201 us prebuilt, round trip included).
 """
 
 from __future__ import annotations
@@ -21,6 +26,15 @@ def uuid_array(values: Iterable[uuid.UUID]) -> Any:
 
 def text_array(values: Iterable[str]) -> Any:
     return bindparam(None, list(values), type_=ARRAY(String()))
+
+
+def uuid_array_param(name: str) -> Any:
+    """A named uuid[] parameter, for a statement built once at import and given its values at execute time."""
+    return bindparam(name, type_=ARRAY(UUID(as_uuid=True)))
+
+
+def text_array_param(name: str) -> Any:
+    return bindparam(name, type_=ARRAY(String()))
 
 
 def any_of(column: Any, values: Iterable[Any], *, uuids: bool = True) -> ColumnElement[bool]:

@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, desc, select, text, tuple_
+from sqlalchemy import create_engine, desc, event, select, text, tuple_
 from sqlalchemy.engine import Connection
 
 from bench.prefill import prefill
 from shared import deliveries, delivery_lifecycles
-from shared.db.models import EVENT_FACT_COLUMNS, Attempt, Delivery, Event, Integration
-from shared.db.sql import any_of
+from shared.db.models import Attempt, Delivery, Event, Integration
 from shared.dead_letter_selection import DeadLetterFilter, conditions
-from workers.tasks.fanout import INSERT_DELIVERIES_SQL, routes_sql, take_events_sql
+from workers.dispatch import DELIVER_CANDIDATES_SQL, DELIVER_EVENTS_SQL, DELIVER_INTEGRATIONS_SQL
+from workers.tasks.fanout import INSERT_DELIVERIES_SQL, INTEGRATIONS_SQL, ROUTES_SQL, TAKE_EVENTS_SQL
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,29 @@ def full_scans(plan: dict[str, Any], partial: set[str]) -> list[str]:
     return found
 
 
+class _Captured(Exception):
+    pass
+
+
+def driver_sql(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[str, Any]:
+    """What executing `statement` would send to psycopg (IN lists expanded, parameters converted), unsent."""
+    captured: list[tuple[str, Any]] = []
+
+    def grab(_conn: Any, _cursor: Any, sql: str, parameters: Any, _context: Any, _many: bool) -> None:
+        captured.append((sql, parameters))
+        raise _Captured
+
+    event.listen(conn, "before_cursor_execute", grab)
+    try:
+        conn.execute(statement, params)
+    except Exception:
+        if not captured:
+            raise
+    finally:
+        event.remove(conn, "before_cursor_execute", grab)
+    return captured[0]
+
+
 def explain(conn: Connection, statement: Any, params: dict[str, Any], partial: set[str]) -> list[str]:
     if conn.in_transaction():
         conn.rollback()
@@ -77,9 +100,9 @@ def explain(conn: Connection, statement: Any, params: dict[str, Any], partial: s
         conn.execute(text("SET LOCAL enable_seqscan = off"))
         if hasattr(statement, "text"):  # a text() statement of ours
             [(plan,)] = conn.execute(text("EXPLAIN (FORMAT JSON) " + statement.text), params).all()
-        else:  # an ORM statement, as the API's routes build it
-            compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-            [(plan,)] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).all()
+        else:  # a Core or ORM statement: EXPLAIN the SQL and parameters it hands the driver
+            sql, values = driver_sql(conn, statement, params)
+            [(plan,)] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, values).all()
     return full_scans(plan[0]["Plan"], partial)
 
 
@@ -141,15 +164,12 @@ def test_every_hot_path_and_list_page_query_uses_an_index(filled: Connection):
                 "lifecycle_keys": [None] * n,
             },
         ),
-        "deliver: rows": (
-            select(Delivery.id, Delivery.event_id, Delivery.integration_id, Delivery.lifecycle_key).where(
-                Delivery.id.in_(ids), Delivery.state.in_(deliveries.CLAIMABLE)
-            ),
-            {},
-        ),
-        "deliver: events": (select(*EVENT_FACT_COLUMNS).where(any_of(Event.id, event_ids)), {}),
-        "fan-out: take events": (take_events_sql(event_ids), {}),
-        "fan-out: routes": (routes_sql({"history", "bench"}), {}),
+        "deliver: rows": (DELIVER_CANDIDATES_SQL, {"ids": ids}),
+        "deliver: events": (DELIVER_EVENTS_SQL, {"ids": event_ids}),
+        "deliver: integrations": (DELIVER_INTEGRATIONS_SQL, {"ids": integration_ids}),
+        "fan-out: integrations": (INTEGRATIONS_SQL, {"ids": integration_ids}),
+        "fan-out: take events": (TAKE_EVENTS_SQL, {"event_ids": event_ids}),
+        "fan-out: routes": (ROUTES_SQL, {"projects": ["history", "bench"]}),
         "dead letters page": (
             select(Delivery, Event.type, Event.project, Integration.name, Integration.provider)
             .join(Event, Event.id == Delivery.event_id)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from celery import shared_task
-from sqlalchemy import Table, func, select, text, update
+from sqlalchemy import Table, any_, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
@@ -34,7 +34,7 @@ from shared.db.models import (
     Route,
 )
 from shared.db.rows import event_facts, route_rule
-from shared.db.sql import any_of
+from shared.db.sql import text_array_param, uuid_array_param
 from shared.deliveries import DeliveryState
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
@@ -78,13 +78,13 @@ class FanoutResult:
     held: dict[uuid.UUID, float] = field(default_factory=dict)
 
 
-def take_events_sql(event_ids: list[uuid.UUID]) -> Any:
+def _take_events_sql() -> Any:
     """Take the events not fanned out yet (skipping those another worker holds) and mark them fanned out, in
-    one statement returning their facts; the transaction's commit is what makes it so."""
+    one statement returning their facts; the transaction's commit is what makes it so. (`event_ids`)"""
     table = cast(Table, Event.__table__)
     taken = (
         select(table.c.id)
-        .where(any_of(table.c.id, event_ids), table.c.fanned_out_at.is_(None))
+        .where(table.c.id == any_(uuid_array_param("event_ids")), table.c.fanned_out_at.is_(None))
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
@@ -96,12 +96,19 @@ def take_events_sql(event_ids: list[uuid.UUID]) -> Any:
     )
 
 
-def routes_sql(projects: set[str]) -> Any:
-    """The routes that can match events of these projects (catch-alls included), as RouteRule columns."""
+def _routes_sql() -> Any:
+    """The routes that can match events of these projects (catch-alls included), as RouteRule columns.
+    (`projects`)"""
     route = Route.__table__.c
     return select(*ROUTE_RULE_COLUMNS).where(
-        route.project.is_(None) | any_of(route.project, projects, uuids=False)
+        route.project.is_(None) | (route.project == any_(text_array_param("projects")))
     )
+
+
+# Built once: see shared/db/sql.py.
+TAKE_EVENTS_SQL = _take_events_sql()
+ROUTES_SQL = _routes_sql()
+INTEGRATIONS_SQL = select(Integration).where(Integration.id == any_(uuid_array_param("ids")))
 
 
 def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
@@ -111,7 +118,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
     Events another worker is fanning out right now are skipped (SKIP LOCKED), as are events already done.
     """
     with runtime.sessions() as session:
-        facts = [event_facts(row) for row in session.execute(take_events_sql(event_ids))]
+        facts = [event_facts(row) for row in session.execute(TAKE_EVENTS_SQL, {"event_ids": event_ids})]
         if not facts:
             session.rollback()
             return FanoutResult()
@@ -171,15 +178,13 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
-    return [route_rule(r) for r in session.execute(routes_sql(projects))]
+    return [route_rule(r) for r in session.execute(ROUTES_SQL, {"projects": sorted(projects)})]
 
 
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
     if not integration_ids:
         return {}
-    return {
-        i.id: i for i in session.scalars(select(Integration).where(any_of(Integration.id, integration_ids)))
-    }
+    return {i.id: i for i in session.scalars(INTEGRATIONS_SQL, {"ids": list(integration_ids)})}
 
 
 def _reserve_room(runtime: ProcessRuntime) -> int:
