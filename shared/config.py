@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # apidata (issue 10): fan-out ids an API process holds for publishing while Redis is slow; beyond this the
     # ids are dropped (counted) and the sweeper fans those events out from PostgreSQL after fanout_grace_s.
     fanout_buffer_max_ids: int = Field(10_000, ge=1)
+    # How long the API gathers accepted events into one fan-out message (api/enqueue.py): a lone event waits
+    # fanout_linger_s; while events stream in, the wait grows with the batches up to fanout_linger_max_s.
+    # Larger batches are fewer statements and messages per event (less CPU), a longer wait is added latency.
+    fanout_linger_s: float = Field(0.010, gt=0, le=1.0)
+    fanout_linger_max_s: float = Field(0.030, gt=0, le=1.0)
 
     # Retry schedule (workers/retry.py): first attempt, then max_retries retries after base, base*factor, ...
     retry_base_delay_s: float = 5.0

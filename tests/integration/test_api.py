@@ -500,7 +500,7 @@ def test_fanout_ids_accepted_on_the_loop_are_published_in_few_messages(own_stack
 
     import redis
 
-    from api.enqueue import FANOUT_LINGER_S, FANOUT_MAX_IDS, Enqueuer
+    from api.enqueue import FANOUT_MAX_IDS, Enqueuer
     from shared.tasknames import TASK_FANOUT
 
     settings = own_stack.settings()
@@ -511,7 +511,7 @@ def test_fanout_ids_accepted_on_the_loop_are_published_in_few_messages(own_stack
         for event_id in ids:  # no await between them: all within one linger
             enqueuer.fanout(event_id)
         # A later timer than the linger's: the loop runs the hand-off of the last 200 ids before this resumes.
-        await asyncio.sleep(FANOUT_LINGER_S * 2)
+        await asyncio.sleep(settings.fanout_linger_max_s * 2)
 
     asyncio.run(accept_all())
     enqueuer.close()  # publishes what is staged or buffered, then joins the publisher
