@@ -90,6 +90,9 @@ class _History:
         now = datetime.now(UTC)
         # one timestamp per second of history, oldest last, as text once
         self.created = [(now - timedelta(seconds=n)).isoformat() for n in range(events + 1)]
+        # History's retrying rows are due tomorrow: due now, the sweeper would hand thousands of them (to
+        # integrations with no usable config) to the workers during the phase that is being measured.
+        self.retry_at = (now + timedelta(days=1)).isoformat()
 
     def events(self) -> Iterator[str]:
         for i, event_id in enumerate(self.event_ids):
@@ -113,10 +116,11 @@ class _History:
             error = "\\N" if state == "delivered" else "provider_unavailable"
             dead = "attempts_exhausted" if state == "dead" else "\\N"
             delivered = at if state == "delivered" else "\\N"
+            due = self.retry_at if state == "retrying" else at
             for k in (0, 1):
                 yield (
                     f"{self.delivery_ids[2 * i + k]}\t{event_id}\t{self.integrations[(n + k) % count]}\t"
-                    f"{state}\t2\t{at}\t{error}\t{dead}\trelease:history:0.{n}\t{at}\t{at}\t{delivered}\n"
+                    f"{state}\t2\t{due}\t{error}\t{dead}\trelease:history:0.{n}\t{at}\t{at}\t{delivered}\n"
                 )
 
     def attempts(self) -> Iterator[str]:
