@@ -8,11 +8,12 @@ Fan-out requests are coalesced: `fanout(event_id)` stages the id on the event lo
 linger (or at `FANOUT_MAX_IDS`) the loop hands the staged ids as ONE list to a publisher thread, which
 publishes ONE `fanout` message for them. The linger adapts (`next_linger_s`): a lone event waits only
 `fanout_linger_s` (10 ms), and while batches fill it grows with them up to `fanout_linger_max_s` (30 ms), so a
-stream of events becomes fewer, larger fan-out tasks. That is most of what a delivery costs in CPU under load:
-on bench/run.py's 50 ms phase, 30 ms instead of a fixed 10 ms took the worker from 2.1-2.3 to 0.9-1.2 ms per
-event, the API from 1.3-1.6 to 0.8-1.0 and PostgreSQL from 1.2-1.3 to 0.8 (every per-batch statement and
-message is shared by more events), for the same latency under load. Staging on the loop, not handing each id to the thread, matters for the
-API's CPU: a put on a queue the thread waits on wakes it, and a thread switch (GIL hand-over) per accepted event
+stream of events becomes fewer, larger fan-out tasks: every per-batch statement, message and commit is shared
+by more events. In four pairs of bench/run.py's 50 ms phase, against a fixed 10 ms: worker 1.0-1.8 -> 0.8-1.1
+ms per event, PostgreSQL 0.6-1.1 -> 0.7, delivered 374-636/s -> 562-621/s, idle latency unchanged (a fixed
+10 ms linger is bistable: when the API falls behind, its windows hold fewer events, each costs more, and it
+stays behind). Staging on the loop, not handing each id to the thread, matters for the API's CPU: a put on
+a queue the thread waits on wakes it, and a thread switch (GIL hand-over) per accepted event
 cost more than the publish (bench/api_accept.py). A caller without a running loop hands its id over directly
 (published at once, uncoalesced). The staged list assumes one loop serves the app at a time, as EventStore does. Under load a worker then fans out hundreds of events in a few statements and sends their
 deliveries in large concurrent batches, instead of paying a Celery message, a task and several round trips per
