@@ -76,7 +76,7 @@ class Enqueuer:
         # Ids staged on the loop that serves requests, handed over in one list per linger (next_linger_s).
         self._staged: list[str] = []
         self._linger_s = settings.fanout_linger_s
-        self._linger_max_s = max(settings.fanout_linger_max_s, settings.fanout_linger_s)
+        self._linger_max_s = settings.fanout_linger_max_s
         self._previous_ids = 0
         self._previous_at = float("-inf")
         self._staged_loop: asyncio.AbstractEventLoop | None = None

@@ -11,7 +11,7 @@ import logging
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.crypto import KeyRing
@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     smtp_connections_per_relay: int = Field(4, ge=1, le=64)
     smtp_max_connections: int = Field(64, ge=1, le=4096)
     smtp_idle_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _linger_order(self) -> Settings:
+        if self.fanout_linger_max_s < self.fanout_linger_s:
+            raise ValueError(
+                f"HERALD_FANOUT_LINGER_MAX_S ({self.fanout_linger_max_s:g}) is below HERALD_FANOUT_LINGER_S "
+                f"({self.fanout_linger_s:g}): the longest linger cannot be shorter than the shortest"
+            )
+        return self
 
     @field_validator("egress_allow_cidrs", mode="before")
     @classmethod

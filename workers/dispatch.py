@@ -201,7 +201,8 @@ DELIVER_CANDIDATES_SQL = select(
     Delivery.next_attempt_at <= func.now() + text("interval '50 milliseconds'"),
 )
 DELIVER_EVENTS_SQL = select(*EVENT_FACT_COLUMNS).where(Event.__table__.c.id == any_(uuid_array_param("ids")))
-DELIVER_INTEGRATIONS_SQL = select(Integration).where(Integration.id == any_(uuid_array_param("ids")))
+# Also fan-out's: both hand these Integration objects to claim_jobs.
+INTEGRATIONS_SQL = select(Integration).where(Integration.id == any_(uuid_array_param("ids")))
 
 
 def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: list[uuid.UUID]) -> int:
@@ -218,9 +219,7 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
             }
             integrations = {
                 i.id: i
-                for i in session.scalars(
-                    DELIVER_INTEGRATIONS_SQL, {"ids": list({r.integration_id for r in rows})}
-                )
+                for i in session.scalars(INTEGRATIONS_SQL, {"ids": list({r.integration_id for r in rows})})
             }
             # In the order the events were accepted: the limiter hands out slots in the order it is asked.
             rows = sorted(rows, key=lambda r: (events[r.event_id].created_at, r.id))

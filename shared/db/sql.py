@@ -19,22 +19,25 @@ from typing import Any
 from sqlalchemy import ARRAY, ColumnElement, String, any_, bindparam
 from sqlalchemy.dialects.postgresql import UUID
 
+_UUID_ARRAY = ARRAY(UUID(as_uuid=True))
+_TEXT_ARRAY = ARRAY(String())
+
 
 def uuid_array(values: Iterable[uuid.UUID]) -> Any:
-    return bindparam(None, list(values), type_=ARRAY(UUID(as_uuid=True)))
+    return bindparam(None, list(values), type_=_UUID_ARRAY)
 
 
 def text_array(values: Iterable[str]) -> Any:
-    return bindparam(None, list(values), type_=ARRAY(String()))
+    return bindparam(None, list(values), type_=_TEXT_ARRAY)
 
 
 def uuid_array_param(name: str) -> Any:
     """A named uuid[] parameter, for a statement built once at import and given its values at execute time."""
-    return bindparam(name, type_=ARRAY(UUID(as_uuid=True)))
+    return bindparam(name, type_=_UUID_ARRAY)
 
 
 def text_array_param(name: str) -> Any:
-    return bindparam(name, type_=ARRAY(String()))
+    return bindparam(name, type_=_TEXT_ARRAY)
 
 
 def any_of(column: Any, values: Iterable[Any], *, uuids: bool = True) -> ColumnElement[bool]:

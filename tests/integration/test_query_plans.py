@@ -19,8 +19,8 @@ from bench.prefill import prefill
 from shared import deliveries, delivery_lifecycles
 from shared.db.models import Attempt, Delivery, Event, Integration
 from shared.dead_letter_selection import DeadLetterFilter, conditions
-from workers.dispatch import DELIVER_CANDIDATES_SQL, DELIVER_EVENTS_SQL, DELIVER_INTEGRATIONS_SQL
-from workers.tasks.fanout import INSERT_DELIVERIES_SQL, INTEGRATIONS_SQL, ROUTES_SQL, TAKE_EVENTS_SQL
+from workers.dispatch import DELIVER_CANDIDATES_SQL, DELIVER_EVENTS_SQL, INTEGRATIONS_SQL
+from workers.tasks.fanout import INSERT_DELIVERIES_SQL, ROUTES_SQL, TAKE_EVENTS_SQL
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +166,7 @@ def test_every_hot_path_and_list_page_query_uses_an_index(filled: Connection):
         ),
         "deliver: rows": (DELIVER_CANDIDATES_SQL, {"ids": ids}),
         "deliver: events": (DELIVER_EVENTS_SQL, {"ids": event_ids}),
-        "deliver: integrations": (DELIVER_INTEGRATIONS_SQL, {"ids": integration_ids}),
-        "fan-out: integrations": (INTEGRATIONS_SQL, {"ids": integration_ids}),
+        "deliver and fan-out: integrations": (INTEGRATIONS_SQL, {"ids": integration_ids}),
         "fan-out: take events": (TAKE_EVENTS_SQL, {"event_ids": event_ids}),
         "fan-out: routes": (ROUTES_SQL, {"projects": ["history", "bench"]}),
         "dead letters page": (

@@ -4,8 +4,10 @@ short again after a quiet spell."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from api.enqueue import next_linger_s
+from shared.config import Settings
 
 MIN_S, MAX_S = 0.010, 0.030
 
@@ -26,5 +28,10 @@ def test_linger(previous_ids: int, since_s: float, expected_s: float) -> None:
     assert next_linger_s(previous_ids, since_s, MIN_S, MAX_S) == pytest.approx(expected_s)
 
 
-def test_a_longest_linger_below_the_shortest_is_the_shortest() -> None:
+def test_equal_bounds_are_a_fixed_linger() -> None:
     assert next_linger_s(50, 0.0, MIN_S, MIN_S) == MIN_S
+
+
+def test_a_longest_linger_below_the_shortest_is_refused_at_startup() -> None:
+    with pytest.raises(ValidationError, match="HERALD_FANOUT_LINGER_MAX_S"):
+        Settings(fanout_linger_s=0.05, fanout_linger_max_s=0.02)

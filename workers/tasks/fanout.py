@@ -80,7 +80,7 @@ class FanoutResult:
 
 def _take_events_sql() -> Any:
     """Take the events not fanned out yet (skipping those another worker holds) and mark them fanned out, in
-    one statement returning their facts; the transaction's commit is what makes it so. (`event_ids`)"""
+    one statement returning their facts; the transaction's commit is what makes it so. Parameter: `event_ids`."""
     table = cast(Table, Event.__table__)
     taken = (
         select(table.c.id)
@@ -98,7 +98,7 @@ def _take_events_sql() -> Any:
 
 def _routes_sql() -> Any:
     """The routes that can match events of these projects (catch-alls included), as RouteRule columns.
-    (`projects`)"""
+    Parameter: `projects`."""
     route = Route.__table__.c
     return select(*ROUTE_RULE_COLUMNS).where(
         route.project.is_(None) | (route.project == any_(text_array_param("projects")))
@@ -108,7 +108,6 @@ def _routes_sql() -> Any:
 # Built once: see shared/db/sql.py.
 TAKE_EVENTS_SQL = _take_events_sql()
 ROUTES_SQL = _routes_sql()
-INTEGRATIONS_SQL = select(Integration).where(Integration.id == any_(uuid_array_param("ids")))
 
 
 def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inline_limit: int) -> FanoutResult:
@@ -184,7 +183,7 @@ def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
     if not integration_ids:
         return {}
-    return {i.id: i for i in session.scalars(INTEGRATIONS_SQL, {"ids": list(integration_ids)})}
+    return {i.id: i for i in session.scalars(dispatch.INTEGRATIONS_SQL, {"ids": list(integration_ids)})}
 
 
 def _reserve_room(runtime: ProcessRuntime) -> int:
