@@ -258,6 +258,9 @@ class HttpClient:
         )
         session = aiohttp.ClientSession(
             connector=connector,
+            # One session serves every integration of the process: a cookie one receiver sets would travel
+            # with the next delivery to that host, another tenant's webhook among them. No send needs one.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             raise_for_status=False,
             headers={"User-Agent": "Herald/0.1 (+notification delivery)"},

@@ -67,6 +67,27 @@ def test_loopback_is_refused_unless_allow_listed(server):
     assert server.requests("/denied") == []  # nothing reached the server
 
 
+def test_a_cookie_one_receiver_sets_is_never_sent_to_another(server):
+    """One client serves every integration of a worker process: a cookie that one team's receiver sets must not
+    travel with the next delivery to the same host (another team's webhook), nor with its own retries."""
+    server.script("/team-a", Reply(200, b"ok", headers={"Set-Cookie": "session=team-a-secret; Path=/"}))
+    server.script("/team-b", Reply(200, b"ok"))
+
+    async def both() -> None:
+        client = HttpClient.create(allow_cidrs=("127.0.0.1/32",))
+        try:
+            # by name: aiohttp keeps no cookies of an IP-literal host, a receiver's name is the real case
+            for path in ("/team-a", "/team-b", "/team-a"):
+                url = f"http://localhost:{server.port}{path}"
+                await client.request("POST", url, provider="webhook", body=b"{}", timeout_s=5)
+        finally:
+            await client.close()
+
+    run(both())
+    sent = [r.headers.get("cookie") for path in ("/team-a", "/team-b") for r in server.requests(path)]
+    assert sent == [None, None, None]
+
+
 def test_redirects_are_not_followed(server):
     server.script("/moved", Reply(307, b"", headers={"Location": server.url("/target")}))
     resp = run(_request(server.url("/moved")))
