@@ -230,6 +230,7 @@ async def fanout_phase(
                 await create_webhook(session, herald.url, f"{receiver_url}/{i}", project)
 
         await asyncio.gather(*(one(i) for i in range(integrations)))
+        cpu_before = herald.cpu_s()
         for n in range(rounds):
             await receiver_reset(session, receiver_url)
             started = time.time()
@@ -244,9 +245,19 @@ async def fanout_phase(
             rows_done = await asyncio.to_thread(wait_rows, herald.database_url, event_id, integrations)
             done = await wait_received(session, receiver_url, integrations, timeout_s=120)
             timings.append((rows_done - started, done - started))
-    raw_per_s = await raw_aiohttp_per_s(receiver_url, integrations)
+        cpu_after = herald.cpu_s()
+    raw_per_s, raw_client_cpu_ms = await raw_aiohttp_per_s(receiver_url, integrations)
     best_rows_s, best_s = min(timings, key=lambda t: t[1])
+    deliveries = rounds * integrations
+    cpu_ms = {
+        role: (cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0)) * 1000 / deliveries
+        for role in ("worker", "postgres", "receiver")
+    }
     return {
+        "fanout_worker_cpu_ms": cpu_ms["worker"],
+        "fanout_postgres_cpu_ms": cpu_ms["postgres"],
+        "fanout_receiver_cpu_ms": cpu_ms["receiver"],
+        "fanout_raw_client_cpu_ms": raw_client_cpu_ms,
         "fanout_first_rows_s": timings[0][0],
         "fanout_first_delivered_s": timings[0][1],
         "fanout_first_delivered_per_s": integrations / timings[0][1],
@@ -257,12 +268,14 @@ async def fanout_phase(
     }
 
 
-async def raw_aiohttp_per_s(receiver_url: str, posts: int, rounds: int = 3) -> float:
+async def raw_aiohttp_per_s(receiver_url: str, posts: int, rounds: int = 3) -> tuple[float, float]:
     """The limit beside the fan-out figure: one aiohttp process (this one, the worker idle by now) posting a
     ~1 KB JSON body to the same `posts` receiver paths at once, as the worker's fan-out does. The best of
-    `rounds` (the first opens the connections), so the ratio printed against it is the conservative one."""
+    `rounds` (the first opens the connections), so the ratio printed against it is the conservative one; and
+    this process's CPU per post over all rounds (what the send alone costs, beside the worker's per delivery)."""
     body = {"type": "release.created", "project": "raw", "text": "x" * 900}
     best_s = float("inf")
+    cpu_started_s = time.process_time()
     connector = aiohttp.TCPConnector(limit=posts)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -274,7 +287,7 @@ async def raw_aiohttp_per_s(receiver_url: str, posts: int, rounds: int = 3) -> f
             started = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(posts)))
             best_s = min(best_s, time.perf_counter() - started)
-    return posts / best_s
+    return posts / best_s, (time.process_time() - cpu_started_s) * 1000 / (rounds * posts)
 
 
 def run_herald(
@@ -399,6 +412,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ours['fanout_delivered_per_s'] / ours['fanout_raw_aiohttp_per_s']:.2f} of it"
                 f" (first event, connections not yet open: {ours['fanout_first_delivered_s']:.2f} s, "
                 f"{ours['fanout_first_delivered_per_s'] / ours['fanout_raw_aiohttp_per_s']:.2f})"
+            )
+            print(
+                f"fan-out CPU per delivery: worker {ours['fanout_worker_cpu_ms']:.2f} ms, PostgreSQL "
+                f"{ours['fanout_postgres_cpu_ms']:.2f} ms, receiver {ours['fanout_receiver_cpu_ms']:.2f} ms; "
+                f"raw aiohttp's client {ours['fanout_raw_client_cpu_ms']:.2f} ms per post"
             )
     for delay_ms, ours, _ in rows:
         print(

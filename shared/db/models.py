@@ -57,6 +57,18 @@ def _now() -> Any:
     return func.now()
 
 
+class StringArray(ARRAY[str]):
+    """A varchar[] column read as psycopg returns it, a list of str: SQLAlchemy's ARRAY would copy every list of
+    every row again, item by item, with nothing to convert (a fan-out's 1,000 routes, five arrays each: about a
+    tenth of the fan-out transaction's own CPU)."""
+
+    cache_ok = True
+
+    # None is TypeEngine's own "nothing to convert"; ARRAY's annotation leaves it out.
+    def result_processor(self, dialect: Any, coltype: object) -> None:  # type: ignore[override]
+        return None
+
+
 class ApiKey(Base):
     __tablename__ = "api_key"
 
@@ -65,7 +77,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The first characters of the key, shown in listings so a key can be recognised without revealing it.
     key_prefix: Mapped[str] = mapped_column(String(16))
-    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    scopes: Mapped[list[str]] = mapped_column(StringArray(String(16)))
     project: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -132,13 +144,13 @@ class Route(Base):
         UUID(as_uuid=True), ForeignKey("integration.id", ondelete="CASCADE"), index=True
     )
     project: Mapped[str | None] = mapped_column(String(100))  # NULL = catch-all
-    environments: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
-    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    environments: Mapped[list[str]] = mapped_column(StringArray(String(100)), server_default="{}")
+    event_types: Mapped[list[str]] = mapped_column(StringArray(String(64)), server_default="{}")
     min_severity: Mapped[str] = mapped_column(String(16), server_default="info")
     # Pipeline events only (seed 003): empty = all current and future apps, clusters, pipelines.
-    apps: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
-    clusters: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
-    pipelines: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default="{}")
+    apps: Mapped[list[str]] = mapped_column(StringArray(String(100)), server_default="{}")
+    clusters: Mapped[list[str]] = mapped_column(StringArray(String(100)), server_default="{}")
+    pipelines: Mapped[list[str]] = mapped_column(StringArray(String(100)), server_default="{}")
     # One message per lifecycle, edited in place (issue 11); off = every state is a new message.
     edit_in_place: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
+from shared.db import adapters
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -26,7 +28,7 @@ def connection_options(settings: Settings) -> str:
 def make_engine(settings: Settings, pool_size: int | None = None) -> Engine:
     """`pool_size` connections kept open (default `database_pool_size`), as many again opened per use beyond."""
     size = pool_size or settings.database_pool_size
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
         pool_size=size,
         max_overflow=size,
@@ -35,6 +37,12 @@ def make_engine(settings: Settings, pool_size: int | None = None) -> Engine:
         # A dead database must turn into a fast 503, not a hung request; a stalled one too (the options).
         connect_args={"connect_timeout": 3, "options": connection_options(settings)},
     )
+    event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    adapters.register(dbapi_connection)
 
 
 def get_engine(settings: Settings, pool_size: int | None = None) -> Engine:
