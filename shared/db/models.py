@@ -59,8 +59,8 @@ def _now() -> Any:
 
 class StringArray(ARRAY[str]):
     """A varchar[] column read as psycopg returns it, a list of str: SQLAlchemy's ARRAY would copy every list of
-    every row again, item by item, with nothing to convert (a fan-out's 1,000 routes, five arrays each: about a
-    tenth of the fan-out transaction's own CPU)."""
+    every row again, item by item, with nothing to convert (a fan-out's 1,000 routes, five arrays each: 5.4 ms,
+    bench/dumpers.py)."""
 
     cache_ok = True
 
