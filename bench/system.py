@@ -264,28 +264,35 @@ class Herald:
 
     @contextmanager
     def profiled(self, phase: str) -> Iterator[None]:
-        """With BENCH_PY_SPY_DIR set, sample the worker with py-spy during the phase (only the thread holding the GIL: where its CPU goes) (collapsed stacks, one
-        line per stack with its sample count: `sort -k2 -n` or a flame graph tool reads them)."""
+        """With BENCH_PY_SPY_DIR set, sample the first worker and the first API process with py-spy during the
+        phase, each in a file of its own (only the thread holding the GIL: where its CPU goes). Collapsed
+        stacks, one line per stack with its sample count: `sort -k2 -n` or a flame graph tool reads them."""
         out_dir = os.environ.get("BENCH_PY_SPY_DIR")
         if not out_dir or self.worker is None:
             yield
             return
-        out = Path(out_dir) / f"worker-{phase}-{self.worker.pid}.txt"
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.worker.pid), "--rate", "200", "--format", "raw",
-             "--output", str(out), "--nonblocking", "--threads", "--gil"],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "py-spy.log").open("wb"),
-        )  # fmt: skip
+        spies: list[subprocess.Popen[bytes]] = []
+        for role, proc in (("worker", self.worker), ("api", self.apis[0])):
+            out = Path(out_dir) / f"{role}-{phase}-{proc.pid}.txt"
+            spies.append(
+                subprocess.Popen(
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--rate", "200", "--format", "raw",
+                     "--output", str(out), "--nonblocking", "--threads", "--gil"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(self.workdir / f"py-spy-{role}.log").open("wb"),
+                )  # fmt: skip
+            )
         try:
             yield
         finally:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait(10)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            for spy in spies:
+                try:
+                    spy.wait(30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait(10)
 
     def worker_rss_mb(self) -> float:
         """Resident memory of the worker (its process and any pool children)."""
