@@ -14,6 +14,14 @@ it and to a destination that hangs 60 s (each event goes to both). Printed: the 
 accept->receive p99 alone and beside the hanging one, side by side, and their ratio (goal: at most 2).
 
     python -m bench.pacing --bulkhead [--bulkhead-events 300] [--bulkhead-rate 20]
+
+The burst phase (`--burst`): 5,000 events posted in batches of 500 into ONE webhook answering in 50 ms (a
+backfill), with the worker's backlog past the parking places, and then with it off
+(`HERALD_BULKHEAD_BACKLOG_PER_DESTINATION=0`: the overflow waits for the sweeper's rounds, as before), side by side
+in the same run. Printed: delivered/s from the first POST to the last delivery, worker and PostgreSQL CPU per
+delivery, and PostgreSQL transactions committed.
+
+    python -m bench.pacing --burst [--burst-events 5000] [--burst-delay-ms 50]
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 from aiohttp import web
 
-from bench.system import AUTH, Herald
+from bench.system import AUTH, Herald, create_webhook, receiver_process, receiver_reset, wait_received
 
 LIMIT_WINDOW_S = 1.0
 
@@ -270,6 +279,70 @@ async def _wait_for(receiver: LatencyReceiver, prefix: str, count: int, timeout_
             )
 
 
+# --- burst phase: a backfill into one healthy destination ---------------------------------------------------------
+
+BURST_BATCH = 500
+
+
+def _commits(herald: Herald) -> int:
+    with psycopg.connect(herald.database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def burst_phase(herald: Herald, receiver_url: str, events: int) -> dict[str, Any]:
+    project = f"burst-{uuid.uuid4().hex[:6]}"
+    async with aiohttp.ClientSession() as session:
+        await create_webhook(session, herald.url, receiver_url, project)
+        await receiver_reset(session, receiver_url)
+        cpu_before, commits_before = herald.cpu_s(), _commits(herald)
+        started = time.time()
+        for start in range(0, events, BURST_BATCH):
+            body = {
+                "events": [
+                    {
+                        "kind": "release",
+                        "type": "release.created",
+                        "project": project,
+                        "environment": "prod",
+                        "version": f"7.{i}",
+                    }
+                    for i in range(start, min(events, start + BURST_BATCH))
+                ]
+            }
+            async with session.post(f"{herald.url}/v1/events/batch", headers=AUTH, json=body) as resp:
+                data = await resp.json()
+                assert resp.status == 202 and data["data"]["refused"] == 0, data
+        done = await wait_received(session, receiver_url, events, timeout_s=600)
+        cpu_after, commits_after = herald.cpu_s(), _commits(herald)
+    return {
+        "delivered_per_s": events / (done - started),
+        "worker_cpu_ms_per_delivery": (cpu_after["worker"] - cpu_before["worker"]) * 1000 / events,
+        "postgres_cpu_ms_per_delivery": (cpu_after.get("postgres", 0.0) - cpu_before.get("postgres", 0.0))
+        * 1000
+        / events,
+        "postgres_commits": commits_after - commits_before,
+    }
+
+
+def run_bursts(events: int, delay_ms: float, env: dict[str, str]) -> None:
+    results: dict[str, dict[str, Any]] = {}
+    for label, extra in (("backlog", {}), ("no backlog", {"HERALD_BULKHEAD_BACKLOG_PER_DESTINATION": "0"})):
+        with (
+            tempfile.TemporaryDirectory(prefix="herald-bench-burst-") as tmp,
+            receiver_process(delay_ms) as receiver_url,
+            Herald(Path(tmp), {**env, **extra}) as herald,
+        ):
+            results[label] = asyncio.run(burst_phase(herald, receiver_url, events))
+    print(f"burst: {events} events in batches of {BURST_BATCH} into one webhook answering in {delay_ms:g} ms")
+    print(f"  {'':30s} {'backlog':>12s} {'no backlog':>12s}")
+    for key in results["backlog"]:
+        a, b = results["backlog"][key], results["no backlog"][key]
+        print(f"  {key:30s} {a:12.2f} {b:12.2f}" if isinstance(a, float) else f"  {key:30s} {a:12d} {b:12d}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--destinations", type=int, default=20)
@@ -289,6 +362,13 @@ def main(argv: list[str] | None = None) -> None:
         "--bulkhead-rate", type=float, default=20.0, help="events/s sent in the bulkhead phase"
     )
     parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="the burst phase instead: a backfill into one webhook, with the worker's backlog and without",
+    )
+    parser.add_argument("--burst-events", type=int, default=5000)
+    parser.add_argument("--burst-delay-ms", type=float, default=50.0)
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -298,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     env = {"HERALD_PACING_ENABLED": "false"} if args.no_pacing else {}
     env.update(item.split("=", 1) for item in args.set)
+    if args.burst:
+        run_bursts(args.burst_events, args.burst_delay_ms, env)
+        return
     with tempfile.TemporaryDirectory(prefix="herald-bench-pacing-") as tmp, Herald(Path(tmp), env) as herald:
         if args.bulkhead:
             figures = asyncio.run(bulkhead_phase(herald, args.bulkhead_events, args.bulkhead_rate, 60.0))

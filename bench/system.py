@@ -274,14 +274,10 @@ class Herald:
         spies: list[subprocess.Popen[bytes]] = []
         for role, proc in (("worker", self.worker), ("api", self.apis[0])):
             out = Path(out_dir) / f"{role}-{phase}-{proc.pid}.txt"
-            spies.append(
-                subprocess.Popen(
-                    [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--rate", "200", "--format", "raw",
-                     "--output", str(out), "--nonblocking", "--threads", "--gil"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=(self.workdir / f"py-spy-{role}.log").open("wb"),
-                )  # fmt: skip
-            )
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--rate", "200",
+                    "--format", "raw", "--output", str(out), "--nonblocking", "--threads", "--gil"]  # fmt: skip
+            log = (self.workdir / f"py-spy-{role}.log").open("wb")
+            spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
         try:
             yield
         finally:

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     # Deliveries over the bulkhead held unclaimed in the process for a freed place, per destination (0: none,
     # every one over the cap waits `bulkhead_wait_s` in `waiting`).
     bulkhead_parked_per_destination: int = Field(64, ge=0)
+    # Past those, deliveries of a destination draining a burst (answering fast) queued in the process for a freed
+    # place, per destination, holding no in-flight room (0: none, they wait `bulkhead_wait_s` in `waiting`).
+    bulkhead_backlog_per_destination: int = Field(5000, ge=0)
 
     # Circuits (issue 12, shared/circuits.py): a circuit per integration opens after this many consecutive
     # retryable failures (at once on an auth/target error); its deliveries then wait (no attempt used) while one

@@ -121,6 +121,13 @@ PACED_HELD = Gauge(
     multiprocess_mode="livesum",
 )
 
+BULKHEAD_QUEUED = Gauge(
+    "herald_bulkhead_queued",
+    "Deliveries a worker queues past a bulkhead's parking places for a destination draining a burst "
+    "(workers/pacing.py): unclaimed, each takes the next freed place.",
+    multiprocess_mode="livesum",
+)
+
 PACED_WAITS = Counter(
     "herald_paced_waits_total",
     "Deliveries that waited for room at their destination instead of sending (no attempt used).",

@@ -2,7 +2,8 @@
 
 The one place where the circuit (workers/circuits.py), the per-process bulkhead and the shared limiter
 (workers/pacing.py) are asked, in that order, before a claim: an open circuit holds its integration's
-deliveries, a full bulkhead parks them in the process (or, past its parking room, moves them to `waiting`), and
+deliveries, a full bulkhead parks them in the process (past its parking room, queues those of a destination
+draining a burst in the process's backlog, and moves the rest to `waiting`), and
 the limiter gives each the rest a slot now or a wait: a short one on the process's timer (workers/wakeups.py),
 a longer one in `waiting` for the sweeper.
 """
@@ -41,6 +42,8 @@ class Admitted:
     places: dict[uuid.UUID, str]
     #: over their destination's bulkhead: park them after the commit
     parked: list[Ask]
+    #: past the parking places of a destination draining a burst: `queue` them after the commit
+    queued: list[Ask]
     #: delivery id -> seconds to its slot, held on the process's timer: `hold` them after the commit
     held: dict[uuid.UUID, float]
 
@@ -79,8 +82,8 @@ def admit(
             )
         )
     entered, over = pacer.enter(asks)
-    parked, over = pacer.parkable(over)
-    for a in parked:
+    parked, queued, over = pacer.parkable(over)
+    for a in (*parked, *queued):
         leases.pop(a.delivery_id, None)
     waits = {a.delivery_id: (runtime.settings.bulkhead_wait_s, "bulkhead") for a in over}
     paced = pacer.waits(entered)
@@ -106,4 +109,4 @@ def admit(
             if delivery_id in held:
                 metrics.PACED_WAITS.labels(provider_of[delivery_id], reason).inc()
     places = {a.delivery_id: a.destination for a in entered if a.delivery_id not in paced}
-    return Admitted(places, parked, held_for)
+    return Admitted(places, parked, queued, held_for)

@@ -74,6 +74,11 @@ class _Process:
     recorder: Recorder
     #: deliveries held for their rate slot on the loop's timer
     wakeups: Wakeups
+    #: unparked (and unqueued) deliveries waiting for the claimer, and whether a claimer is on them: one claim
+    #: takes all that gathered while the one before ran (a claim per freed place cost a transaction per send)
+    unparked: list[uuid.UUID] = field(default_factory=list)
+    unparked_claiming: bool = False
+    unparked_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _state_lock = threading.Lock()
@@ -116,6 +121,8 @@ class Claim:
     superseded_providers: list[str] = field(default_factory=list)
     #: over their destination's bulkhead, left pending and unclaimed: `park` them after the commit
     parked: list[Ask] = field(default_factory=list)
+    #: past the parking places of a destination draining a burst, unclaimed: `queue` them after the commit
+    queued: list[Ask] = field(default_factory=list)
     #: due at a slot a few seconds away, unclaimed: `hold` them after the commit (workers/wakeups.py)
     held: dict[uuid.UUID, float] = field(default_factory=dict)
 
@@ -155,7 +162,9 @@ def claim_jobs(
     for job in jobs:
         job.destination = places.pop(job.id, None)
     get_pacer(runtime.settings).leave(places.values())  # places taken for rows someone else claimed
-    return Claim(jobs, skipped_providers, superseded_providers, admitted.parked, admitted.held)
+    return Claim(
+        jobs, skipped_providers, superseded_providers, admitted.parked, admitted.queued, admitted.held
+    )
 
 
 def _ordered_in_lifecycles(
@@ -237,6 +246,7 @@ def _claim_and_start(runtime: ProcessRuntime, inflight: Inflight, delivery_ids: 
         inflight.release(len(delivery_ids) - len(done.jobs) - len(done.parked))
     count_unsent(done.skipped_providers, done.superseded_providers)
     park(runtime, done.parked)
+    queue(runtime, done.queued)
     hold(runtime, done.held)
     _start(runtime, inflight, done.jobs)
     return len(done.jobs)
@@ -275,11 +285,34 @@ def park(runtime: ProcessRuntime, parked: list[Ask]) -> None:
 
 
 def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
-    """Claim and send parked deliveries for the free places of these destinations (in a writer thread)."""
-    ids = get_pacer(runtime.settings).unpark(destinations)
-    if ids:
-        state = _full_state(runtime)
-        state.claimer.submit(_claim_unparked, runtime, state.inflight, ids)
+    """Claim and send parked deliveries, then queued ones, for the free places of these destinations (in a
+    claimer thread). A queued delivery takes its room among the process's sends here (a parked one holds it)."""
+    state = _full_state(runtime)
+    ids = get_pacer(runtime.settings).unpark(destinations, lambda n: state.inflight.acquire(n, block=False))
+    if not ids:
+        return
+    with state.unparked_lock:
+        state.unparked.extend(ids)
+        if state.unparked_claiming:
+            return  # the claimer on them takes these with its next claim
+        state.unparked_claiming = True
+    state.claimer.submit(_claim_all_unparked, runtime, state)
+
+
+def _claim_all_unparked(runtime: ProcessRuntime, state: _Process) -> None:
+    """Claim what has gathered, then what gathered meanwhile, until nothing is left (group claim)."""
+    try:
+        while True:
+            with state.unparked_lock:
+                ids, state.unparked = state.unparked, []
+                if not ids:
+                    state.unparked_claiming = False
+                    return
+            _claim_unparked(runtime, state.inflight, ids)
+    except BaseException:
+        with state.unparked_lock:
+            state.unparked_claiming = False  # the next unpark starts a claimer for what is left
+        raise
 
 
 def _claim_unparked(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID]) -> None:
@@ -302,6 +335,14 @@ def _expire_parked(runtime: ProcessRuntime) -> None:
 def _hold_parked(runtime: ProcessRuntime, expired: list[Ask]) -> None:
     inflight, _ = _process_state(runtime)
     try:
+        _wait_expired(runtime, expired, "parked")
+    finally:
+        inflight.release(len(expired))
+
+
+def _wait_expired(runtime: ProcessRuntime, expired: list[Ask], what: str) -> None:
+    """Parked or queued deliveries whose destination freed no place in time go to `waiting` (the sweeper's)."""
+    try:
         with runtime.sessions() as session:
             held = deliveries.wait(
                 session, {a.delivery_id: runtime.settings.bulkhead_wait_s for a in expired}
@@ -312,9 +353,28 @@ def _hold_parked(runtime: ProcessRuntime, expired: list[Ask]) -> None:
             if a.delivery_id in held_ids:
                 metrics.PACED_WAITS.labels(a.provider, "bulkhead").inc()
     except Exception:
-        log.exception("could not hold %d parked deliveries; the sweeper will republish them", len(expired))
-    finally:
-        inflight.release(len(expired))
+        log.exception("could not hold %d %s deliveries; the sweeper will republish them", len(expired), what)
+
+
+# --- queued: past the parking places of a destination draining a burst, unclaimed, holding no room --------------
+
+
+def queue(runtime: ProcessRuntime, queued: list[Ask]) -> None:
+    """Queue deliveries in their destinations' backlogs after the claim's commit: each freed place goes to the
+    oldest (after the parked); those still queued after `pacing_hold_max_s` go to `waiting`."""
+    if not queued:
+        return
+    get_pacer(runtime.settings).queue(queued)
+    wait_s = runtime.settings.pacing_hold_max_s
+    runtime.loop.call_soon_threadsafe(runtime.loop.call_later, wait_s, _expire_queued, runtime)
+    unpark(runtime, {a.destination for a in queued})  # a place may have freed since the claim
+
+
+def _expire_queued(runtime: ProcessRuntime) -> None:
+    """On the loop: deliveries queued too long (their destination stopped freeing places) go to `waiting`."""
+    expired = get_pacer(runtime.settings).expire(runtime.settings.pacing_hold_max_s, backlog=True)
+    if expired:
+        _process_state(runtime)[1].submit(_wait_expired, runtime, expired, "queued")
 
 
 # --- held: a rate slot a few seconds away, the row due then, woken by the loop's timer ---------------------------
@@ -347,8 +407,9 @@ def _claim_held(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.UUID
 
 
 def _give_back_held(state: _Process) -> None:
-    """A worker going away hands its held deliveries to the sweeper at once (not requeue_after_s later)."""
-    ids = state.wakeups.drain()
+    """A worker going away hands its held and queued deliveries to the sweeper at once (not requeue_after_s
+    later)."""
+    ids = state.wakeups.drain() + get_pacer(state.runtime.settings).drain_backlog()
     if not ids:
         return
     try:

@@ -19,7 +19,7 @@ from tests.fakes.discord import DiscordFake
 from tests.fakes.ratelimit import RateLimit
 from tests.fakes.server import FakeServer, Reply
 from tests.fakes.slack import SlackFake
-from tests.integration.stack import AUTH, Stack, create_webhook, post_release, wait_until
+from tests.integration.stack import AUTH, Stack, create_webhook, post_release, release_event, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +263,39 @@ def test_a_hanging_destination_holds_at_most_its_bulkhead(own_stack: Stack, rece
             i=uuid.UUID(hanging),
         )
         assert attempts == 10, outcomes  # waiting for a place used no attempt
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_past_the_parking_places_drains_in_the_worker_with_no_sweeper(
+    own_stack: Stack, receiver: FakeServer, project
+):
+    """Repro (before): past its bulkhead (2) and parking places (2), every delivery of a burst to one healthy
+    destination went to `waiting` and came back only on the sweeper's rounds: with no beat and no sweeper,
+    36 of these 40 stayed `waiting` for good (with them, a 5,000-event burst moved about 580/s against a
+    receiver answering in 50 ms). Now they queue in the worker's backlog and take each freed place in turn:
+    all 40 sent once, none left waiting, no sweeper needed."""
+    own_stack.env.update(
+        HERALD_BULKHEAD_SENDS_PER_DESTINATION="2",
+        HERALD_BULKHEAD_MAX_SENDS_PER_DESTINATION="2",  # no places earned: the backlog does the work
+        HERALD_BULKHEAD_PARKED_PER_DESTINATION="2",
+    )
+    path = f"/burst/{project}"
+    receiver.script(path, *[Reply(200, b"ok", delay_s=0.02) for _ in range(40)])
+    own_stack.start_worker(concurrency=4, with_sweeper=False)
+    with own_stack.client() as api:
+        integration = create_webhook(api, receiver.url(path), project=project)
+        events = [{"kind": "release", **release_event(project, version=f"9.{i}.0")} for i in range(40)]
+        r = api.post("/v1/events/batch", headers=AUTH, json={"events": events})
+        assert r.status_code == 202 and r.json()["data"]["accepted"] == 40, r.text
+        wait_until(
+            lambda: states(own_stack, integration).get("delivered", 0) == 40,
+            60,
+            lambda: f"not all delivered without a sweeper: {states(own_stack, integration)}",
+        )
+    assert len(receiver.requests(path)) == 40
+    [(attempts,)] = sql(
+        own_stack,
+        "SELECT count(*) FROM attempt a JOIN delivery d ON d.id = a.delivery_id WHERE d.integration_id = :i",
+        i=uuid.UUID(integration),
+    )
+    assert attempts == 40  # queued for a place is not an attempt

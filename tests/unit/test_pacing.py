@@ -32,6 +32,16 @@ def pacer() -> Iterator[Pacer]:
         client.close()
 
 
+def never_room(n: int) -> bool:
+    """The process has no room for more sends."""
+    return False
+
+
+def always_room(n: int) -> bool:
+    """The process has room."""
+    return True
+
+
 def asks(n: int, destination: str = "discord:abc", rate: Rate | None = Rate(2.0, 1)) -> list[Ask]:
     return [Ask(uuid.uuid4(), "discord", destination, rate) for _ in range(n)]
 
@@ -103,16 +113,21 @@ def test_deliveries_over_the_bulkhead_are_parked_and_get_freed_places_oldest_fir
     """Over the cap, up to `bulkhead_parked_per_destination` wait in the process (no row written) and take
     each freed place in order; the rest, and those parked too long, are for `waiting`."""
     settings = pacer.settings.model_copy(
-        update={"bulkhead_sends_per_destination": 2, "bulkhead_parked_per_destination": 3}
+        update={
+            "bulkhead_sends_per_destination": 2,
+            "bulkhead_parked_per_destination": 3,
+            "bulkhead_backlog_per_destination": 0,
+        }
     )
     pacer = Pacer(settings)
     entered, over = pacer.enter(asks(7, rate=None))
-    park, rest = pacer.parkable(over)
-    assert (len(entered), len(park), len(rest)) == (2, 3, 2)
+    park, queued, rest = pacer.parkable(over)
+    assert (len(entered), len(park), len(queued), len(rest)) == (2, 3, 0, 2)
     pacer.park(park)
-    assert pacer.unpark([park[0].destination]) == []  # no free place yet
+    assert pacer.unpark([park[0].destination], never_room) == []  # no free place yet
     pacer.leave([entered[0].destination])
-    assert pacer.unpark([park[0].destination]) == [park[0].delivery_id]
+    # A parked delivery holds its room among the process's sends already: no room is asked for it.
+    assert pacer.unpark([park[0].destination], never_room) == [park[0].delivery_id]
     # The freed place is kept for the unparked delivery: a newer arrival does not take it first.
     newcomer = asks(1, rate=None)
     assert pacer.enter(newcomer) == ([], newcomer)
@@ -165,3 +180,90 @@ def test_destination_keys_name_the_vendor_limit_and_hold_no_secret():
     assert key not in pd and pd.startswith("pagerduty:")
     assert default_rate("discord") == Rate(2.25, 1)
     assert default_rate("webhook") is None
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def backlog_pacer(pacer: Pacer, clock: Clock) -> Pacer:
+    settings = pacer.settings.model_copy(
+        update={
+            "bulkhead_sends_per_destination": 2,
+            "bulkhead_parked_per_destination": 1,
+            "bulkhead_backlog_per_destination": 3,
+            "bulkhead_fast_s": 1.0,
+        }
+    )
+    return Pacer(settings, clock=clock)
+
+
+def test_past_the_parking_places_a_burst_queues_and_each_freed_place_goes_to_the_oldest_with_room(
+    pacer: Pacer,
+):
+    """Repro (before): past the parking places every delivery went to `waiting` for the sweeper's next round,
+    even while its destination was draining the burst. Now up to `bulkhead_backlog_per_destination` queue in
+    the process (holding no room among its sends) and take freed places after the parked, in order."""
+    clock = Clock()
+    pacer = backlog_pacer(pacer, clock)
+    entered, over = pacer.enter(asks(7, rate=None))
+    park, queued, rest = pacer.parkable(over)
+    assert (len(entered), len(park), len(queued), len(rest)) == (2, 1, 3, 1)
+    destination = entered[0].destination
+    pacer.park(park)
+    pacer.queue(queued)
+    pacer.leave([destination])
+    assert pacer.unpark([destination], never_room) == [park[0].delivery_id]  # the parked first
+    assert pacer.enter([park[0]]) == ([park[0]], [])
+    pacer.leave([destination])
+    asked: list[int] = []
+
+    def no_room(n: int) -> bool:
+        asked.append(n)
+        return False
+
+    assert pacer.unpark([destination], no_room) == []  # a queued one needs room among the process's sends
+    assert asked == [1]
+    assert pacer.unpark([destination], always_room) == [queued[0].delivery_id]
+    assert pacer.backlog_count == 2
+    # Queued too long (the destination stopped freeing places): for `waiting`, oldest first.
+    clock.now_s += 11
+    assert [a.delivery_id for a in pacer.expire(10, backlog=True)] == [a.delivery_id for a in queued[1:]]
+    assert pacer.backlog_count == 0
+
+
+def test_a_destination_that_may_hang_gets_no_backlog_and_one_answering_fast_does(pacer: Pacer):
+    """Only a destination draining a burst queues: busy for less than `bulkhead_fast_s`, or answering fast.
+    One whose sends have been in flight longer with no fast answer may hang: its overflow is `waiting`'s."""
+    clock = Clock()
+    pacer = backlog_pacer(pacer, clock)
+    slow = "webhook:slow"
+    pacer.enter(asks(2, destination=slow, rate=None))
+    pacer.parkable(asks(1, destination=slow, rate=None))  # not parked: the parking places stay free
+    clock.now_s += 1.5  # its first send began 1.5 s ago and nothing came back
+    park, queued, rest = pacer.parkable(asks(3, destination=slow, rate=None))
+    assert (len(park), len(queued), len(rest)) == (1, 0, 2)
+    pacer.observe([(slow, 0.05)])  # it answers fast again (one place earned)
+    park, queued, rest = pacer.parkable(asks(3, destination=slow, rate=None))
+    assert (len(park), len(queued), len(rest)) == (1, 2, 0)
+    clock.now_s += 1.5  # and then stops answering
+    assert pacer.parkable(asks(2, destination=slow, rate=None))[1] == []
+
+
+def test_no_backlog_when_every_wait_is_the_sweepers(pacer: Pacer):
+    settings = pacer.settings.model_copy(
+        update={
+            "bulkhead_sends_per_destination": 1,
+            "bulkhead_parked_per_destination": 0,
+            "pacing_hold_max_s": 0,
+        }
+    )
+    pacer = Pacer(settings)
+    _, over = pacer.enter(asks(3, rate=None))
+    assert pacer.parkable(over) == ([], [], over)

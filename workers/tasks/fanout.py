@@ -74,6 +74,8 @@ class FanoutResult:
     to_publish: list[uuid.UUID] = field(default_factory=list)
     #: over their destination's bulkhead: parked in this process (workers/pacing.py), holding their room
     parked: list[Ask] = field(default_factory=list)
+    #: past the parking places of a destination draining a burst: queued in this process, holding no room
+    queued: list[Ask] = field(default_factory=list)
     #: due at a rate slot a few seconds away: held on this process's timer (workers/wakeups.py)
     held: dict[uuid.UUID, float] = field(default_factory=dict)
 
@@ -173,7 +175,9 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
     # Every row offered to the claim is settled by it: claimed, or held back in PostgreSQL (waiting, an update
     # waiting for its root, superseded, skipped) where the sweeper picks it up when due. Publishing one of those
     # would be a `deliver` task that finds nothing to claim.
-    return FanoutResult(claim.jobs, [d for d, _ in new_pending[inline_limit:]], claim.parked, claim.held)
+    return FanoutResult(
+        claim.jobs, [d for d, _ in new_pending[inline_limit:]], claim.parked, claim.queued, claim.held
+    )
 
 
 def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
@@ -219,5 +223,6 @@ def fanout(event_ids: list[str] | str) -> int:
     publish_deliver_batches(result.to_publish)
     dispatch.hand_off(runtime, result.inline)
     dispatch.park(runtime, result.parked)
+    dispatch.queue(runtime, result.queued)
     dispatch.hold(runtime, result.held)
     return len(result.inline) + len(result.to_publish)
