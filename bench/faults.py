@@ -545,7 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = SHORT if args.short else list(SCENARIOS)
     if args.scenarios:
-        names = [SLUGS[s.strip()] for s in args.scenarios.split(",")]
+        asked = [s.strip() for s in args.scenarios.split(",")]
+        unknown = [s for s in asked if s not in SLUGS]
+        if unknown:
+            parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SLUGS)}")
+        names = [SLUGS[s] for s in asked]
     args.events = args.events or (20 if args.short else 200)
     workdir = Path(tempfile.mkdtemp(prefix="herald-faults-"))
     os.chmod(workdir, 0o755)  # the postgres user must reach its directory inside
