@@ -296,7 +296,12 @@ def unpark(runtime: ProcessRuntime, destinations: Iterable[str]) -> None:
         if state.unparked_claiming:
             return  # the claimer on them takes these with its next claim
         state.unparked_claiming = True
-    state.claimer.submit(_claim_all_unparked, runtime, state)
+    try:
+        state.claimer.submit(_claim_all_unparked, runtime, state)
+    except BaseException:  # the pool is shutting down: the next unpark tries again
+        with state.unparked_lock:
+            state.unparked_claiming = False
+        raise
 
 
 def _claim_all_unparked(runtime: ProcessRuntime, state: _Process) -> None:
