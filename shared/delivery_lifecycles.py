@@ -109,14 +109,23 @@ SET_REF_SQL = text(
     """
 )
 
+# Each group is looked up on its own, by delivery_lifecycle_idx: a LATERAL subquery that OFFSET 0 keeps from being
+# flattened into a join. As a plain IN over the groups, the generic plan of the prepared statement read every row
+# due later (delivery_due_idx: the planner takes "retrying" and "due later" as independent and expects 1 % of
+# them) and matched the groups in a hash: one wake per outcome write cost 23 ms on a table with 10,000 retries
+# scheduled, 0.05 ms this way (tests/integration/test_query_plans.py).
 WAKE_SQL = text(
     """
-    UPDATE delivery SET next_attempt_at = now(), queued_at = now(), updated_at = now()
-     WHERE (lifecycle_key, integration_id) IN (
-            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:integration_ids AS uuid[])))
-       AND state IN ('pending', 'retrying') AND next_attempt_at > now()
-       AND NOT id = ANY(CAST(:exclude AS uuid[]))
-    RETURNING id
+    UPDATE delivery d SET next_attempt_at = now(), queued_at = now(), updated_at = now()
+      FROM unnest(CAST(:keys AS text[]), CAST(:integration_ids AS uuid[])) AS g(lifecycle_key, integration_id)
+           CROSS JOIN LATERAL (
+               SELECT b.id FROM delivery b
+                WHERE b.lifecycle_key = g.lifecycle_key AND b.integration_id = g.integration_id
+                  AND b.state IN ('pending', 'retrying') AND b.next_attempt_at > now()
+               OFFSET 0
+           ) AS w
+     WHERE d.id = w.id AND NOT d.id = ANY(CAST(:exclude AS uuid[]))
+    RETURNING d.id
     """
 )
 

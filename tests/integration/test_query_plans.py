@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from psycopg import sql as psycopg_sql
 from sqlalchemy import create_engine, desc, event, select, text, tuple_
 from sqlalchemy.engine import Connection
 
@@ -211,3 +212,51 @@ def test_every_hot_path_and_list_page_query_uses_an_index(filled: Connection):
         name: found for name, (q, params) in queries.items() if (found := explain(conn, q, params, partial))
     }
     assert scanned == {}, f"sequential scans of big tables: {scanned}"
+
+
+def generic_plan_indexes(conn: Connection, statement: Any, params: dict[str, Any]) -> list[str]:
+    """The indexes through which `delivery` is read in the generic plan of `statement` prepared with `params`
+    as its parameters: the plan psycopg's prepared statements settle on after their first executions, made
+    without the parameters' values (`plan_cache_mode = force_generic_plan` asks for it at once)."""
+    names = list(params)
+    sql = statement.text
+    for n, name in enumerate(names, start=1):
+        sql = sql.replace(f":{name}", f"${n}")
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    if conn.in_transaction():
+        conn.rollback()
+    with conn.begin():
+        conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn.exec_driver_sql(f"PREPARE herald_generic AS {sql}")
+        try:
+            values = ", ".join(psycopg_sql.Literal(params[name]).as_string(raw) for name in names)
+            [(plan,)] = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE herald_generic({values})").all()
+        finally:
+            conn.exec_driver_sql("DEALLOCATE herald_generic")
+
+    def walk(node: dict[str, Any]) -> list[str]:
+        found = (
+            [node["Index Name"]] if node.get("Relation Name") == "delivery" and "Index Name" in node else []
+        )
+        for child in node.get("Plans", []):
+            found += walk(child)
+        return found
+
+    return walk(plan[0]["Plan"])
+
+
+def test_the_lifecycle_wake_looks_up_each_group_in_its_generic_plan_too(filled: Connection):
+    """Repro (before): prepared (as psycopg does after a few executions), the wake after every outcome write of
+    a lifecycle read all the deliveries due later through delivery_due_idx, expecting 1 % of the retrying rows
+    the table has, and matched its groups in a hash: on 1M deliveries with 10,000 retries scheduled each wake
+    took 23 ms and `make bench --prefill` spent a second of PostgreSQL time on it. It must look each group up."""
+    conn = filled
+    [integration_id] = sample(conn, "SELECT id FROM integration LIMIT :n", 1)
+    keys = [f"release:bench:prod:1.0.{i}" for i in range(3)]
+    indexes = generic_plan_indexes(
+        conn,
+        delivery_lifecycles.WAKE_SQL,
+        {"keys": keys, "integration_ids": [integration_id] * len(keys), "exclude": [uuid.uuid4()]},
+    )
+    assert "delivery_lifecycle_idx" in indexes and "delivery_due_idx" not in indexes, indexes
