@@ -2,7 +2,7 @@
 sweeper's probes and auto-disable. Every decision is shared/circuits.py's; this module reads and writes rows.
 
 Three hooks, each small:
-- `holds` (workers/dispatch.py, at claim): which candidates wait because their circuit is not closed, read from
+- `holds` (workers/admission.py, at claim): which candidates wait because their circuit is not closed, read from
   the integration rows the claim has loaded anyway (no query of its own);
 - `apply_results` (workers/outcomes.py, in the outcome transaction): the circuit after a batch; a success of an
   integration whose circuit was clean when this process loaded it writes nothing (the healthy path);
@@ -191,7 +191,7 @@ RELEASE_PACE_MARGIN = 1.25
 
 def _release_step_s(row: Integration) -> float:
     """The backlog goes out just under the destination's pace, oldest first (unpaced: all at once)."""
-    # Imported here: workers.dispatch imports this module (its claim hook).
+    # Imported here: workers.admission imports this module (its claim hook).
     from workers.admission import integration_rate
 
     rate = integration_rate(row)

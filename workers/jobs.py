@@ -1,6 +1,7 @@
 """Preparing a claim: each integration's config, each delivery's lease, and each claimed delivery's job.
 
-Split from workers/dispatch.py (claim -> send -> record), which calls these within the claim's transaction.
+Split from workers/dispatch.py (claim -> send -> record); workers/claiming.py calls these within the claim's
+transaction.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from bench.prefill import prefill
 from shared import deliveries, delivery_lifecycles
 from shared.db.models import Attempt, Delivery, Event, Integration
 from shared.dead_letter_selection import DeadLetterFilter, conditions
-from workers.dispatch import DELIVER_CANDIDATES_SQL, DELIVER_EVENTS_SQL, INTEGRATIONS_SQL
+from workers.claiming import DELIVER_CANDIDATES_SQL, DELIVER_EVENTS_SQL, INTEGRATIONS_SQL
 from workers.tasks.fanout import INSERT_DELIVERIES_SQL, ROUTES_SQL, TAKE_EVENTS_SQL
 
 pytestmark = pytest.mark.integration

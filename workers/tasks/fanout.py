@@ -38,7 +38,7 @@ from shared.db.sql import text_array_param, uuid_array_param
 from shared.deliveries import DeliveryState
 from shared.routing import RouteRule, plan
 from shared.tasknames import TASK_FANOUT
-from workers import dispatch
+from workers import claiming, dispatch
 from workers.pacing import Ask
 from workers.publish import publish_deliver_batches
 from workers.runtime import ProcessRuntime, get_runtime
@@ -159,7 +159,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
                     lifecycle_keys[delivery_id] = lifecycle_of[delivery_id]
                 else:
                     skipped.append(targets[integration_id].provider)
-        claim = dispatch.claim_jobs(
+        claim = claiming.claim_jobs(
             session,
             runtime,
             new_pending[:inline_limit],
@@ -171,7 +171,7 @@ def fan_out_events(runtime: ProcessRuntime, event_ids: list[uuid.UUID], *, inlin
     for state in fanned:
         metrics.FANOUT_DELIVERIES.labels(state).inc()
     # skipped at insert (integration disabled), besides those skipped at claim
-    dispatch.count_unsent(skipped + claim.skipped_providers, claim.superseded_providers)
+    claiming.count_unsent(skipped + claim.skipped_providers, claim.superseded_providers)
     # Every row offered to the claim is settled by it: claimed, or held back in PostgreSQL (waiting, an update
     # waiting for its root, superseded, skipped) where the sweeper picks it up when due. Publishing one of those
     # would be a `deliver` task that finds nothing to claim.
@@ -187,7 +187,7 @@ def _routes_for(session: Session, projects: set[str]) -> list[RouteRule]:
 def _integrations_for(session: Session, integration_ids: set[uuid.UUID]) -> dict[uuid.UUID, Integration]:
     if not integration_ids:
         return {}
-    return {i.id: i for i in session.scalars(dispatch.INTEGRATIONS_SQL, {"ids": list(integration_ids)})}
+    return {i.id: i for i in session.scalars(claiming.INTEGRATIONS_SQL, {"ids": list(integration_ids)})}
 
 
 def _reserve_room(runtime: ProcessRuntime) -> int:
