@@ -42,7 +42,15 @@ import aiohttp
 import psycopg
 from aiohttp import web
 
-from bench.system import AUTH, Herald, create_webhook, receiver_process, receiver_reset, wait_received
+from bench.system import (
+    AUTH,
+    Herald,
+    create_webhook,
+    post_release_batch,
+    receiver_process,
+    receiver_reset,
+    wait_received,
+)
 
 LIMIT_WINDOW_S = 1.0
 
@@ -300,21 +308,8 @@ async def burst_phase(herald: Herald, receiver_url: str, events: int) -> dict[st
         cpu_before, commits_before = herald.cpu_s(), _commits(herald)
         started = time.time()
         for start in range(0, events, BURST_BATCH):
-            body = {
-                "events": [
-                    {
-                        "kind": "release",
-                        "type": "release.created",
-                        "project": project,
-                        "environment": "prod",
-                        "version": f"7.{i}",
-                    }
-                    for i in range(start, min(events, start + BURST_BATCH))
-                ]
-            }
-            async with session.post(f"{herald.url}/v1/events/batch", headers=AUTH, json=body) as resp:
-                data = await resp.json()
-                assert resp.status == 202 and data["data"]["refused"] == 0, data
+            versions = (f"7.{i}" for i in range(start, min(events, start + BURST_BATCH)))
+            await post_release_batch(session, herald.url, project, versions)
         done = await wait_received(session, receiver_url, events, timeout_s=600)
         cpu_after, commits_after = herald.cpu_s(), _commits(herald)
     return {

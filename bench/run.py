@@ -39,6 +39,7 @@ from bench.system import (
     PrivateRedis,
     create_webhook,
     pct,
+    post_release_batch,
     receiver_process,
     receiver_reset,
     receiver_stats,
@@ -155,21 +156,8 @@ async def batch_phase(herald: Herald, events: int, concurrency: int, batch_size:
         async def sender() -> None:
             while remaining:
                 start = remaining.pop()
-                body = {
-                    "events": [
-                        {
-                            "kind": "release",
-                            "type": "release.created",
-                            "project": project,
-                            "environment": "prod",
-                            "version": f"5.{i}",
-                        }
-                        for i in range(start, min(start + batch_size, events))
-                    ]
-                }
-                async with session.post(f"{herald.url}/v1/events/batch", headers=AUTH, json=body) as resp:
-                    data = await resp.json()
-                assert resp.status == 202 and data["data"]["refused"] == 0, data
+                versions = (f"5.{i}" for i in range(start, min(start + batch_size, events)))
+                await post_release_batch(session, herald.url, project, versions)
 
         started = time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(concurrency)))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +313,27 @@ class Herald:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             self._db_created = False
+
+
+async def post_release_batch(
+    session: aiohttp.ClientSession, api: str, project: str, versions: Iterable[str]
+) -> None:
+    """POST /v1/events/batch with one `release.created` per version; every item must be accepted."""
+    body = {
+        "events": [
+            {
+                "kind": "release",
+                "type": "release.created",
+                "project": project,
+                "environment": "prod",
+                "version": v,
+            }
+            for v in versions
+        ]
+    }
+    async with session.post(f"{api}/v1/events/batch", headers=AUTH, json=body) as resp:
+        data = await resp.json()
+    assert resp.status == 202 and data["data"]["refused"] == 0, data
 
 
 async def receiver_stats(session: aiohttp.ClientSession, receiver_url: str) -> dict[str, Any]:

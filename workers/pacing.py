@@ -19,8 +19,8 @@ more of its deliveries are *parked* in the process, unclaimed (still `pending` i
 each place that frees goes to a parked one at once, so a burst to one healthy destination drains at its own
 speed instead of a round trip through `waiting` and the sweeper per delivery. A delivery parked longer than
 `bulkhead_wait_s` (a destination that hangs), and any beyond the parking places (unless queued in the backlog,
-below), waits `bulkhead_wait_s` in `waiting` (rescheduled, no thread held, no attempt used). A parked delivery lost with its process is a pending
-row marked as published: the sweeper republishes it after `requeue_after_s`.
+below), waits `bulkhead_wait_s` in `waiting` (rescheduled, no thread held, no attempt used). A parked delivery
+lost with its process is a pending row marked as published: the sweeper republishes it after `requeue_after_s`.
 
 Backlog: past the parking places of a destination draining a burst rather than hanging (it answered fast within
 the last `bulkhead_fast_s`, or its sends in flight began less than that ago), up to
@@ -375,8 +375,11 @@ class Pacer:
         n = 0
         with self._lock:
             for a in queued:
-                self._backlog.setdefault(a.destination, OrderedDict())[a.delivery_id] = (now, a)
-                n += 1
+                lot = self._backlog.setdefault(a.destination, OrderedDict())
+                # One queued again (republished and claimed meanwhile) keeps its place in line and its count.
+                if a.delivery_id not in lot:
+                    lot[a.delivery_id] = (now, a)
+                    n += 1
         metrics.BULKHEAD_QUEUED.inc(n)
 
     def unreserve(self, delivery_ids: Iterable[uuid.UUID]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from providers.destinations import Rate, default_rate, destination_key
@@ -217,7 +218,11 @@ def test_past_the_parking_places_a_burst_queues_and_each_freed_place_goes_to_the
     assert (len(entered), len(park), len(queued), len(rest)) == (2, 1, 3, 1)
     destination = entered[0].destination
     pacer.park(park)
+    queued_before = queued_gauge()
     pacer.queue(queued)
+    pacer.queue(queued[:1])  # queued again (republished and claimed meanwhile): still one place in line
+    assert pacer.backlog_count == 3
+    assert queued_gauge() - queued_before == 3
     pacer.leave([destination])
     assert pacer.unpark([destination], never_room) == [park[0].delivery_id]  # the parked first
     assert pacer.enter([park[0]]) == ([park[0]], [])
@@ -236,6 +241,11 @@ def test_past_the_parking_places_a_burst_queues_and_each_freed_place_goes_to_the
     clock.now_s += 11
     assert [a.delivery_id for a in pacer.expire(10, backlog=True)] == [a.delivery_id for a in queued[1:]]
     assert pacer.backlog_count == 0
+    assert queued_gauge() == queued_before
+
+
+def queued_gauge() -> float:
+    return REGISTRY.get_sample_value("herald_bulkhead_queued") or 0.0
 
 
 def test_a_destination_that_may_hang_gets_no_backlog_and_one_answering_fast_does(pacer: Pacer):
