@@ -227,7 +227,7 @@ def _claim_unparked(runtime: ProcessRuntime, inflight: Inflight, ids: list[uuid.
         _claim_and_start(runtime, inflight, ids)
     except Exception:
         # Their rows stay pending (marked as published): the sweeper republishes them after requeue_after_s.
-        log.exception("could not claim %d parked deliveries", len(ids))
+        log.exception("could not claim %d parked or queued deliveries", len(ids))
     finally:
         get_pacer(runtime.settings).unreserve(ids)  # the places kept for those that did not enter
 
